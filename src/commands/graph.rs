@@ -1,0 +1,298 @@
+//! `pipe graph`: the DAG with its critical path, as text, DOT, Mermaid or JSON.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use pipe_lang::critical::{schedule_from_estimates, Schedule};
+use pipe_lang::value::format_duration;
+use pipe_lang::Plan;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Ascii,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+pub fn render(plan: &Plan, format: Format) -> String {
+    let sched = schedule_from_estimates(plan);
+    match format {
+        Format::Ascii => ascii(
+            plan,
+            &sched,
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ),
+        Format::Dot => dot(plan, &sched),
+        Format::Mermaid => mermaid(plan, &sched),
+        Format::Json => json(plan, &sched),
+    }
+}
+
+fn dur(ms: u64) -> String {
+    format_duration(ms)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Stages as sections, one line per step, within 80 columns.
+pub fn ascii(plan: &Plan, sched: &Schedule, color: bool) -> String {
+    let (bold, red, dim, reset) = if color {
+        ("\x1b[1m", "\x1b[1;31m", "\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "", "", "")
+    };
+    let mut out = String::new();
+    let env = plan
+        .target_env
+        .as_deref()
+        .map(|e| format!(" --env {e}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{bold}pipeline {}{env}{reset}: {} steps, critical path {}",
+        plan.pipeline,
+        plan.steps().len(),
+        dur(sched.length_ms)
+    );
+    let _ = writeln!(
+        out,
+        "{dim}  * = on the critical path; est = estimate, start = earliest start{reset}"
+    );
+    let _ = writeln!(
+        out,
+        "    {:<36} {:>8} {:>9} {:>9}",
+        "step", "est", "start", "slack"
+    );
+    for stage in plan.stages() {
+        if stage.steps.is_empty() {
+            continue;
+        }
+        let mut header = format!("stage {}", stage.name);
+        if let Some(e) = &stage.environment {
+            let _ = write!(header, " [env {e}]");
+        }
+        if !stage.required {
+            header.push_str(" [warn only]");
+        }
+        let _ = writeln!(out, "{bold}{}{reset}", truncate(&header, 78));
+        for &i in &stage.steps {
+            let s = plan.step(i);
+            let t = &sched.steps[i];
+            let name = match &s.template {
+                Some(t) => format!("{} ({t})", s.name),
+                None if s.executor == "shell" => s.name.clone(),
+                None => format!("{} ({})", s.name, s.executor),
+            };
+            let line = format!(
+                "{:<36} {:>8} {:>9} {:>9}",
+                truncate(&name, 36),
+                dur(t.duration_ms),
+                dur(t.earliest_start_ms),
+                dur(t.slack_ms)
+            );
+            if t.critical {
+                let _ = writeln!(out, "  {red}* {line}{reset}");
+            } else {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    let names: Vec<String> = sched
+        .path
+        .iter()
+        .map(|&i| plan.step(i).id.clone())
+        .collect();
+    let _ = writeln!(
+        out,
+        "{bold}critical path ({}):{reset}",
+        dur(sched.length_ms)
+    );
+    let mut line = String::from("  ");
+    for (k, n) in names.iter().enumerate() {
+        let piece = if k + 1 < names.len() {
+            format!("{n} → ")
+        } else {
+            n.clone()
+        };
+        if line.chars().count() + piece.chars().count() > 78 {
+            let _ = writeln!(out, "{line}");
+            line = String::from("  ");
+        }
+        line.push_str(&piece);
+    }
+    let _ = writeln!(out, "{line}");
+    if !plan.handlers().is_empty() {
+        let h: Vec<String> = plan
+            .handlers()
+            .iter()
+            .map(|s| format!("{} (on {})", s.name, s.handler.map_or("", |k| k.as_str())))
+            .collect();
+        let _ = writeln!(out, "{dim}handlers: {}{reset}", truncate(&h.join(", "), 68));
+    }
+    out
+}
+
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn dot(plan: &Plan, sched: &Schedule) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", dot_id(&plan.pipeline));
+    let _ = writeln!(out, "  rankdir=LR;");
+    let _ = writeln!(
+        out,
+        "  label={};",
+        dot_id(&format!(
+            "{} — critical path {}",
+            plan.pipeline,
+            dur(sched.length_ms)
+        ))
+    );
+    let _ = writeln!(
+        out,
+        "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+    );
+    for (si, stage) in plan.stages().iter().enumerate() {
+        if stage.steps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  subgraph cluster_{si} {{");
+        let _ = writeln!(out, "    label={};", dot_id(&stage.name));
+        for &i in &stage.steps {
+            let s = plan.step(i);
+            let t = &sched.steps[i];
+            let label = format!(
+                "{}\\nest {} · slack {}",
+                s.name,
+                dur(t.duration_ms),
+                dur(t.slack_ms)
+            );
+            let style = if t.critical {
+                ", color=red, penwidth=2"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    {} [label=\"{}\"{style}];",
+                dot_id(&s.id),
+                label.replace('"', "\\\"")
+            );
+        }
+        let _ = writeln!(out, "  }}");
+    }
+    for s in plan.steps() {
+        let i = plan.find(&s.id).unwrap_or(0);
+        for &n in &s.needs {
+            let crit = sched.steps[i].critical
+                && sched.steps[n].critical
+                && sched.steps[n].earliest_finish_ms == sched.steps[i].earliest_start_ms;
+            let style = if crit { " [color=red, penwidth=2]" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {} -> {}{style};",
+                dot_id(&plan.step(n).id),
+                dot_id(&s.id)
+            );
+        }
+    }
+    let _ = writeln!(out, "}}");
+    out
+}
+
+pub fn mermaid(plan: &Plan, sched: &Schedule) -> String {
+    let mut out = String::from("flowchart LR\n");
+    for stage in plan.stages() {
+        if stage.steps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  subgraph {}[\"{}\"]",
+            stage_id(&stage.name),
+            stage.name
+        );
+        for &i in &stage.steps {
+            let s = plan.step(i);
+            let t = &sched.steps[i];
+            let _ = writeln!(
+                out,
+                "    n{i}[\"{}<br/>est {} · slack {}\"]",
+                s.name.replace('"', "#quot;"),
+                dur(t.duration_ms),
+                dur(t.slack_ms)
+            );
+        }
+        let _ = writeln!(out, "  end");
+    }
+    for (i, s) in plan.steps().iter().enumerate() {
+        for &n in &s.needs {
+            let _ = writeln!(out, "  n{n} --> n{i}");
+        }
+    }
+    let crit: Vec<String> = (0..plan.steps().len())
+        .filter(|&i| sched.steps[i].critical)
+        .map(|i| format!("n{i}"))
+        .collect();
+    let _ = writeln!(out, "  classDef critical stroke:#d00,stroke-width:3px");
+    if !crit.is_empty() {
+        let _ = writeln!(out, "  class {} critical", crit.join(","));
+    }
+    out
+}
+
+fn stage_id(name: &str) -> String {
+    format!(
+        "s_{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
+}
+
+pub fn json(plan: &Plan, sched: &Schedule) -> String {
+    let steps: Vec<serde_json::Value> = plan
+        .steps()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = &sched.steps[i];
+            serde_json::json!({
+                "id": s.id,
+                "stage": s.stage,
+                "name": s.name,
+                "executor": s.executor,
+                "template": s.template,
+                "needs": s.needs.iter().map(|&n| plan.step(n).id.as_str()).collect::<Vec<_>>(),
+                "environment": s.environment,
+                "estimate_ms": t.duration_ms,
+                "earliest_start_ms": t.earliest_start_ms,
+                "latest_start_ms": t.latest_start_ms,
+                "slack_ms": t.slack_ms,
+                "critical": t.critical,
+                "location": plan.location(s.span),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "pipeline": plan.pipeline,
+        "env": plan.target_env,
+        "params": plan.params,
+        "length_ms": sched.length_ms,
+        "critical_path": sched.path.iter().map(|&i| plan.step(i).id.as_str()).collect::<Vec<_>>(),
+        "stages": plan.stages(),
+        "steps": steps,
+        "handlers": plan.handlers().iter().map(|h| serde_json::json!({"id": h.id, "on": h.handler, "executor": h.executor})).collect::<Vec<_>>(),
+    });
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,160 @@
+//! The `pipe` command: thin glue between the language (`pipe-lang`), the
+//! runtime (`pipe-runtime`) and the terminal.
+
+mod commands;
+mod diagnostics;
+mod exit;
+mod git;
+mod project;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use indexmap::IndexMap;
+use pipe_lang::lower::Context;
+
+use crate::exit::Failure;
+use crate::project::Project;
+
+/// A declarative pipeline language and its interpreter.
+#[derive(Parser, Debug)]
+#[command(name = "pipe", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', long, global = true, value_name = "DIR")]
+    directory: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct PlanArgs {
+    /// Target environment: stages bound to other environments are left out,
+    /// except those a stage of this environment needs.
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
+    /// Set a param: `-p version=1.2.0` (lists: `a,b` or JSON).
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+    /// Evaluate `git.*` at this ref instead of HEAD.
+    #[arg(long, value_name = "REF")]
+    git_ref: Option<String>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and analyze .pipe files and report every problem (default: every file under pipelines/).
+    Check {
+        /// Files or directories to check.
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: commands::check::Format,
+    },
+    /// List pipelines, or one pipeline's params, stages and steps.
+    List {
+        /// A pipeline name or a path to a .pipe file.
+        pipeline: Option<String>,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Show a pipeline's DAG with estimates, slack and the critical path.
+    Graph {
+        /// A pipeline name (pipelines/<name>.pipe, or a pipeline of that name) or a path.
+        pipeline: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "ascii")]
+        format: commands::graph::Format,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn context(project: &Project, args: &PlanArgs) -> Context {
+    Context {
+        git: git::context(&project.root, args.git_ref.as_deref()),
+        params: args.params.iter().cloned().collect::<IndexMap<_, _>>(),
+        target_env: args.env.clone(),
+    }
+}
+
+fn print(s: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        // A closed pipe (`pipe graph | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(Failure::from),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let cwd = match &cli.directory {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+    if !cwd.is_dir() {
+        return Err(Failure::invalid(format!(
+            "no such directory: {}",
+            cwd.display()
+        )));
+    }
+    let project = Project::discover(&cwd);
+    if cli.directory.is_some() {
+        std::env::set_current_dir(&cwd)?;
+    }
+    match cli.command {
+        Command::Check { paths, format } => {
+            let ctx = context(&project, &PlanArgs::default());
+            commands::check::run(&project, &paths, format, &ctx)
+        }
+        Command::List { pipeline, plan } => {
+            let ctx = context(&project, &plan);
+            print(&commands::list::run(&project, pipeline.as_deref(), &ctx)?)
+        }
+        Command::Graph {
+            pipeline,
+            plan,
+            format,
+        } => {
+            let ctx = context(&project, &plan);
+            let p = commands::plan_for(&project, &pipeline, &ctx)?;
+            print(&commands::graph::render(&p, format))
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);
+            print(&String::from_utf8_lossy(&buf))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::from(exit::SUCCESS),
+        Err(f) => {
+            if let Some(m) = f.message {
+                eprintln!("error: {m}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
