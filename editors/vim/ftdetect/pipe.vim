@@ -1,0 +1,2 @@
+" Filetype detection for pipe pipeline files.
+autocmd BufNewFile,BufRead *.pipe setfiletype pipe
