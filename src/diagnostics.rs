@@ -34,7 +34,7 @@ pub fn emit(diags: &[Diagnostic], sources: &SourceMap) -> (usize, usize) {
         } else {
             warnings += 1;
         }
-        eprint!("{}", render(d, sources));
+        eprintln!("{}", render(d, sources));
     }
     (errors, warnings)
 }

@@ -75,7 +75,11 @@ impl Project {
     /// files to load and the pipeline's name (when the argument named one).
     pub fn resolve(&self, arg: &str) -> Result<(Vec<PathBuf>, Option<String>), Failure> {
         let as_path = Path::new(arg);
-        if arg.ends_with(".pipe") || as_path.is_file() {
+        if as_path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pipe"))
+            || as_path.is_file()
+        {
             if as_path.is_file() {
                 return Ok((vec![as_path.to_path_buf()], None));
             }

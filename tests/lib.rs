@@ -1,1 +1,9 @@
+//! Integration tests: every file here drives the real `pipe` binary. They all
+//! compile into one test binary (`autotests = false` in Cargo.toml).
 
+mod common;
+
+mod check;
+mod examples;
+mod graph;
+mod list;

@@ -67,7 +67,7 @@ impl EvalError {
     }
 
     pub fn into_diagnostic(self) -> Diagnostic {
-        let d = Diagnostic::error("pipe::eval", self.message.clone(), self.span, self.message);
+        let d = Diagnostic::error("pipe::eval", self.message, self.span, "in this expression");
         match self.help {
             Some(h) => d.with_help(h),
             None => d,
@@ -302,11 +302,11 @@ pub fn interpolate(v: &Value, span: Span) -> Result<String, EvalError> {
 }
 
 /// Splits `a.b["c"].d` into a root name and its keys, folding index expressions.
+/// A name and the keys applied to it: `steps.build["outputs"]`.
+type Chain<'e> = (&'e str, Span, Vec<(Value, Span)>);
+
 /// Returns `None` when the chain is not rooted at a name or a key is deferred.
-fn access_chain<'e>(
-    expr: &'e Expr,
-    scope: &dyn Scope,
-) -> Result<Option<(&'e str, Span, Vec<(Value, Span)>)>, EvalError> {
+fn access_chain<'e>(expr: &'e Expr, scope: &dyn Scope) -> Result<Option<Chain<'e>>, EvalError> {
     match &expr.kind {
         ExprKind::Ident(n) => Ok(Some((n, expr.span, Vec::new()))),
         ExprKind::Field(base, f) => Ok(access_chain(base, scope)?.map(|(r, s, mut keys)| {

@@ -670,7 +670,7 @@ impl<'a> Lowerer<'a> {
             _ => {
                 if let Some(p) = e.as_path() {
                     match p.as_slice() {
-                        ["env" | "secrets", _] | ["steps", _, "outputs", _] | ["run", _] => {
+                        ["env" | "secrets" | "run", _] | ["steps", _, "outputs", _] => {
                             return Type::String
                         }
                         _ => {}
@@ -739,7 +739,8 @@ impl<'a> Lowerer<'a> {
                     },
                     "allow_if" => spec.allow_if = folded.map(to_deferrable),
                     "protected" => {
-                        spec.protected = self.expect_bool(&a.value, value.as_ref()).unwrap_or(false)
+                        spec.protected =
+                            self.expect_bool(&a.value, value.as_ref()).unwrap_or(false);
                     }
                     "description" => {}
                     _ => self.unknown_attr(&a.key, ENV_ATTRS, "an env"),
@@ -1004,7 +1005,7 @@ impl<'a> Lowerer<'a> {
     ) {
         let cands: Vec<&str> = candidates.into_iter().collect();
         let mut d = Diagnostic::error(
-            &*leak_code(kind),
+            leak_code(kind),
             format!("unknown {kind} `{name}`"),
             span,
             format!("no {kind} of that name"),
@@ -1115,7 +1116,7 @@ impl<'a> Lowerer<'a> {
         for entry in entries {
             match entry {
                 StageEntry::Step(s) => self.lower_step(
-                    s.name.clone(),
+                    &s.name,
                     s.uses.as_ref(),
                     &s.body,
                     s.span,
@@ -1142,17 +1143,11 @@ impl<'a> Lowerer<'a> {
                             continue;
                         }
                     };
-                    self.lower_step(g.name.clone(), None, &g.body, g.span, locals, ctx, form);
+                    self.lower_step(&g.name, None, &g.body, g.span, locals, ctx, form);
                 }
-                StageEntry::Chaos(c) => self.lower_step(
-                    c.name.clone(),
-                    None,
-                    &c.body,
-                    c.span,
-                    locals,
-                    ctx,
-                    StepForm::Chaos,
-                ),
+                StageEntry::Chaos(c) => {
+                    self.lower_step(&c.name, None, &c.body, c.span, locals, ctx, StepForm::Chaos)
+                }
                 StageEntry::For(f) => self.expand_for(f, locals, ctx),
                 StageEntry::Attr(_) | StageEntry::Block(_) => {}
             }
@@ -1348,7 +1343,7 @@ impl<'a> Lowerer<'a> {
     #[allow(clippy::too_many_arguments)]
     fn lower_step(
         &mut self,
-        name: Name,
+        name: &Name,
         uses: Option<&Path>,
         body: &Body,
         span: Span,
@@ -1500,7 +1495,8 @@ impl<'a> Lowerer<'a> {
                 raw.needs.extend(self.need_names(&a.value, locals));
                 continue;
             }
-            if template_body.is_some() {
+            if uses.is_some() {
+                // Other attributes are template arguments, bound (or reported) above.
                 if STEP_ATTRS.contains(&key) {
                     self.apply_attr(&mut raw, a, &scope, false);
                 }
@@ -1509,10 +1505,10 @@ impl<'a> Lowerer<'a> {
             }
             match form {
                 StepForm::Step if CONTAINER_ATTRS.contains(&key) => {
-                    self.apply_input(&mut raw, a, &scope)
+                    self.apply_input(&mut raw, a, &scope);
                 }
                 StepForm::Step if STEP_ATTRS.contains(&key) => {
-                    self.apply_attr(&mut raw, a, &scope, false)
+                    self.apply_attr(&mut raw, a, &scope, false);
                 }
                 StepForm::Step => {
                     let allowed_all = [STEP_ATTRS, CONTAINER_ATTRS].concat();
@@ -1528,7 +1524,7 @@ impl<'a> Lowerer<'a> {
                     }
                 }
                 _ if ["timeout", "estimate", "when"].contains(&key) => {
-                    self.apply_attr(&mut raw, a, &scope, false)
+                    self.apply_attr(&mut raw, a, &scope, false);
                 }
                 _ if allowed.contains(&key) => self.apply_input(&mut raw, a, &scope),
                 _ => {
@@ -1565,7 +1561,11 @@ impl<'a> Lowerer<'a> {
             } else if raw.step.run.is_some() {
                 "shell".into()
             } else {
-                if template_body.is_none() && uses.is_none() {
+                if template_body.is_none()
+                    && uses.is_none()
+                    && body.attr("run").is_none()
+                    && body.attr("image").is_none()
+                {
                     self.err(
                         Diagnostic::error("pipe::empty-step", format!("step `{}` has nothing to run", raw.step.name), name.span, "no `run`, `image` or template")
                             .with_help("give it `run = \"...\"`, or instantiate a template: `step build = docker.build { ... }`"),
@@ -1885,7 +1885,7 @@ impl<'a> Lowerer<'a> {
                             raw.step.cache = Some(CacheSpec {
                                 key: None,
                                 inputs: vec![],
-                            })
+                            });
                         }
                         Some(Value::Bool(false)) => raw.step.cache = None,
                         Some(other) => {
@@ -1917,7 +1917,7 @@ impl<'a> Lowerer<'a> {
 
     fn apply_block(&mut self, raw: &mut RawStep, b: &Block, scope: &LScope<'_>) {
         match b.key.name.as_str() {
-            "retry" => raw.step.retry = self.retry_policy(b, scope),
+            "retry" => raw.step.retry = Some(self.retry_policy(b, scope)),
             "cache" => {
                 let mut spec = CacheSpec {
                     key: None,
@@ -1991,9 +1991,8 @@ impl<'a> Lowerer<'a> {
                 .with_help("kinds: latency, timeout, http_status, reset, close, bandwidth, slow_body, refuse, dns, tls, kill, pause, restart"));
             return;
         };
-        let kind = match self.fold_in(&label.expr, scope) {
-            Some(Folded::Value(Value::Str(s))) => s,
-            _ => return,
+        let Some(Folded::Value(Value::Str(kind))) = self.fold_in(&label.expr, scope) else {
+            return;
         };
         const KINDS: &[&str] = &[
             "latency",
@@ -2058,7 +2057,7 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn retry_policy(&mut self, b: &Block, scope: &LScope<'_>) -> Option<RetryPolicy> {
+    fn retry_policy(&mut self, b: &Block, scope: &LScope<'_>) -> RetryPolicy {
         let mut p = RetryPolicy {
             attempts: 3,
             backoff: Backoff::Exponential {
@@ -2130,7 +2129,7 @@ impl<'a> Lowerer<'a> {
                 _ => self.unknown_attr(&a.key, RETRY_ATTRS, "a retry block"),
             }
         }
-        Some(p)
+        p
     }
 
     /// Records `steps.<name>` and `chaos.<name>` references in deferred values.
@@ -2189,10 +2188,11 @@ impl<'a> Lowerer<'a> {
                                 refs.push((name, output, sub.span));
                             }
                         }
-                        "chaos" if !keys.is_empty() => {
-                            if !chaos.iter().any(|(n, _): &(String, Span)| *n == keys[0]) {
-                                chaos.push((keys[0].clone(), sub.span));
-                            }
+                        "chaos"
+                            if !keys.is_empty()
+                                && !chaos.iter().any(|(n, _): &(String, Span)| *n == keys[0]) =>
+                        {
+                            chaos.push((keys[0].clone(), sub.span));
                         }
                         _ => {}
                     }
@@ -2221,10 +2221,10 @@ impl<'a> Lowerer<'a> {
                 span,
                 "second definition",
             );
-            if prev != span {
-                d = d.with_label(prev, "first defined here");
-            } else {
+            if prev == span {
                 d = d.with_help("inside a `for`, interpolate the loop variable into the name: `step \"build-${svc}\"`");
+            } else {
+                d = d.with_label(prev, "first defined here");
             }
             self.err(d);
         }
@@ -2252,8 +2252,7 @@ impl<'a> Lowerer<'a> {
         let handler_base = main_count;
         let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); self.steps.len()];
         let mut errors = Vec::new();
-        for i in 0..self.steps.len() {
-            let r = &self.steps[i];
+        for (i, r) in self.steps.iter().enumerate() {
             let in_handler = i >= handler_base;
             let resolve = |name: &str| -> Result<usize, String> {
                 if let Some(&j) = by_id.get(&format!("{}.{}", r.step.stage, name)) {

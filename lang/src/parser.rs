@@ -114,10 +114,8 @@ fn prescan(file: FileId, text: &str) -> Result<(), Vec<Diagnostic>> {
                 }
                 b'"' => stack.push((Mode::Str, i)),
                 b'(' | b'[' | b'{' => stack.push((Mode::Code, i)),
-                b')' | b']' | b'}' => {
-                    if stack.len() > 1 {
-                        stack.pop();
-                    }
+                b')' | b']' | b'}' if stack.len() > 1 => {
+                    stack.pop();
                 }
                 _ => {}
             },
@@ -144,6 +142,42 @@ fn prescan(file: FileId, text: &str) -> Result<(), Vec<Diagnostic>> {
             .with_help("flatten the structure: name intermediate values with params or split the step")]);
         }
         i += 1;
+    }
+    if let Some(&(mode, at)) = stack.last().filter(|_| stack.len() > 1) {
+        let (message, label, help) = match (mode, bytes[at]) {
+            (Mode::Str, _) => (
+                "unterminated string",
+                "this string is never closed",
+                "close it with `\"`",
+            ),
+            (_, b'$') => (
+                "unterminated interpolation",
+                "this `${` is never closed",
+                "close it with `}`",
+            ),
+            (_, b'{') => (
+                "unclosed `{`",
+                "this `{` is never closed",
+                "add the matching `}`",
+            ),
+            (_, b'[') => (
+                "unclosed `[`",
+                "this `[` is never closed",
+                "add the matching `]`",
+            ),
+            _ => (
+                "unclosed `(`",
+                "this `(` is never closed",
+                "add the matching `)`",
+            ),
+        };
+        return Err(vec![Diagnostic::error(
+            "pipe::syntax",
+            format!("{message} at end of file"),
+            Span::new(file, at, at + 1),
+            label,
+        )
+        .with_help(help)]);
     }
     Ok(())
 }
@@ -286,7 +320,12 @@ fn found_at(text: &str, pos: usize) -> String {
 }
 
 fn syntax_help(found: &str, expected: &[Rule]) -> Option<String> {
-    if found == ":" && expected.contains(&Rule::attr) {
+    // `run: "x"` stops at the colon, where a block body or label was expected.
+    if found == ":"
+        && (expected.contains(&Rule::attr)
+            || expected.contains(&Rule::body)
+            || expected.contains(&Rule::name))
+    {
         return Some("attributes are written `key = value`".into());
     }
     if found == ";" {
@@ -312,7 +351,31 @@ struct Builder<'t> {
 impl Builder<'_> {
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), self.end_of(p))
+    }
+
+    /// Where a pair's text really ends. pest skips whitespace and comments
+    /// before trying a trailing `*` or `?` and keeps them in the pair when the
+    /// repetition matches nothing, so `a = 1  # note\n` would cover the note
+    /// and the newline; diagnostics must underline `a = 1` only.
+    fn end_of(&self, p: &Pair<'_, Rule>) -> usize {
+        let end = p.as_span().end();
+        let bytes = self.text.as_bytes();
+        // A skip ends in whitespace, except a comment that ends the file.
+        if end == 0 || (end < bytes.len() && !bytes[end - 1].is_ascii_whitespace()) {
+            return end;
+        }
+        match p.clone().into_inner().last() {
+            Some(last) => {
+                let inner_end = self.end_of(&last);
+                if only_skip(&self.text[inner_end..end]) {
+                    inner_end
+                } else {
+                    end
+                }
+            }
+            None => end,
+        }
     }
 
     fn ident(&self, p: &Pair<'_, Rule>) -> Ident {
@@ -908,6 +971,18 @@ impl Builder<'_> {
             }
         }
         Expr::new(ExprKind::Str(parts), span)
+    }
+}
+
+/// Whether `s` holds nothing but whitespace and `#` comments.
+fn only_skip(mut s: &str) -> bool {
+    loop {
+        s = s.trim_start_matches([' ', '\t', '\r', '\n']);
+        if s.starts_with('#') {
+            s = s.find('\n').map_or("", |i| &s[i..]);
+        } else {
+            return s.is_empty();
+        }
     }
 }
 

@@ -77,12 +77,12 @@ impl Workspace {
     pub fn load(files: Vec<(String, String)>, loader: &mut dyn Loader) -> Workspace {
         let mut ws = Workspace::default();
         for (name, text) in files {
-            ws.add(name, text, true, loader);
+            ws.add(&name, &text, true, loader);
         }
         ws
     }
 
-    fn add(&mut self, name: String, text: String, root: bool, loader: &mut dyn Loader) -> usize {
+    fn add(&mut self, name: &str, text: &str, root: bool, loader: &mut dyn Loader) -> usize {
         if let Some(i) = self
             .modules
             .iter()
@@ -91,7 +91,7 @@ impl Workspace {
             self.modules[i].root |= root;
             return i;
         }
-        let file = self.sources.add(name.clone(), text);
+        let file = self.sources.add(name, text);
         let text = self.sources.get(file).text.clone();
         let idx = self.modules.len();
         let ast = match parser::parse(file, &text) {
@@ -140,7 +140,7 @@ impl Workspace {
                     None => Err(unknown_std(std, imp.path_span)),
                 }
             } else {
-                loader.load(&name, &imp.path).map_err(|e| {
+                loader.load(name, &imp.path).map_err(|e| {
                     Diagnostic::error(
                         "pipe::import",
                         format!("cannot import `{}`: {e}", imp.path),
@@ -151,7 +151,7 @@ impl Workspace {
             };
             match loaded {
                 Ok((n, t)) => {
-                    let m = self.add(n, t, false, loader);
+                    let m = self.add(&n, &t, false, loader);
                     bound.insert(ns, m);
                 }
                 Err(d) => self.diagnostics.push(d),

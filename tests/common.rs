@@ -1,0 +1,162 @@
+//! A small builder for running `pipe` in a temporary project and comparing
+//! its exit status, stdout and stderr in full.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn pipe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pipe"))
+}
+
+/// The repository root (for tests over shipped files).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[must_use]
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    status: i32,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    stdout_contains: Vec<String>,
+    stderr_contains: Vec<String>,
+    timeout: Duration,
+}
+
+impl Test {
+    pub fn new() -> Self {
+        Test {
+            dir: tempfile::tempdir().expect("tempdir"),
+            args: Vec::new(),
+            status: 0,
+            stdout: None,
+            stderr: None,
+            stdout_contains: Vec::new(),
+            stderr_contains: Vec::new(),
+            timeout: Duration::from_mins(1),
+        }
+    }
+
+    /// Writes a file relative to the project root, creating directories.
+    pub fn file(self, rel: &str, text: &str) -> Self {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+        self
+    }
+
+    /// `pipelines/<name>.pipe`.
+    pub fn pipeline(self, name: &str, text: &str) -> Self {
+        self.file(&format!("pipelines/{name}.pipe"), text)
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| (*s).to_string()));
+        self
+    }
+
+    pub fn status(mut self, code: i32) -> Self {
+        self.status = code;
+        self
+    }
+
+    pub fn stdout(mut self, s: &str) -> Self {
+        self.stdout = Some(s.to_string());
+        self
+    }
+
+    pub fn stderr(mut self, s: &str) -> Self {
+        self.stderr = Some(s.to_string());
+        self
+    }
+
+    pub fn stdout_contains(mut self, s: &str) -> Self {
+        self.stdout_contains.push(s.to_string());
+        self
+    }
+
+    pub fn stderr_contains(mut self, s: &str) -> Self {
+        self.stderr_contains.push(s.to_string());
+        self
+    }
+
+    /// Runs the command in the project directory and checks every expectation.
+    pub fn run(self) -> Output {
+        let out = run_bounded(
+            Command::new(pipe_bin())
+                .args(&self.args)
+                .current_dir(self.dir.path()),
+            self.timeout,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let ctx = format!(
+            "pipe {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            self.args.join(" ")
+        );
+        assert_eq!(out.status.code(), Some(self.status), "exit status of {ctx}");
+        if let Some(s) = &self.stdout {
+            assert_eq!(&stdout, s, "stdout of {ctx}");
+        }
+        if let Some(s) = &self.stderr {
+            assert_eq!(&stderr, s, "stderr of {ctx}");
+        }
+        for s in &self.stdout_contains {
+            assert!(stdout.contains(s.as_str()), "stdout lacks {s:?}: {ctx}");
+        }
+        for s in &self.stderr_contains {
+            assert!(stderr.contains(s.as_str()), "stderr lacks {s:?}: {ctx}");
+        }
+        out
+    }
+}
+
+/// Runs a command with NO_COLOR and a bounded wait: a hung child is killed.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .env_remove("CLICOLOR_FORCE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pipe");
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut se, &mut v);
+        v
+    });
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let stdout = t_out.join().expect("stdout reader");
+            let stderr = t_err.join().expect("stderr reader");
+            return Output {
+                status,
+                stdout,
+                stderr,
+            };
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = t_err.join().unwrap_or_default();
+            panic!(
+                "command timed out after {timeout:?}: {}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
