@@ -1,1 +1,15 @@
-//! Runs a frozen [`pipe_lang::plan::Plan`]; grows with the runtime issue.
+//! `pipe-runtime`: runs a frozen [`pipe_lang::plan::Plan`]. The [`scheduler`]
+//! dispatches steps to [`executor`]s, records every change in the [`state`]
+//! store before emitting an [`event`] about it. See docs/runtime.md.
+
+pub mod event;
+pub mod executor;
+pub mod process_tree;
+pub mod scheduler;
+pub mod scope;
+pub mod state;
+pub mod time;
+
+pub use event::{Event, Sink};
+pub use scheduler::{Options, RunEnd, Scheduler};
+pub use state::{StateError, Store};

@@ -1,0 +1,74 @@
+//! Events the scheduler emits, after the state change they report has been
+//! committed. Renderers (TTY, plain, JSON lines) consume them; the JSON form is
+//! documented in docs/events.md.
+
+use serde::Serialize;
+
+/// One thing that happened in a run.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run: i64,
+        pipeline: String,
+        steps: usize,
+        resumed: bool,
+    },
+    StepStarted {
+        run: i64,
+        step: String,
+        attempt: u32,
+    },
+    StepLog {
+        run: i64,
+        step: String,
+        attempt: u32,
+        stream: &'static str,
+        line: String,
+    },
+    StepRetrying {
+        run: i64,
+        step: String,
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    StepSkipped {
+        run: i64,
+        step: String,
+        reason: String,
+    },
+    StepFinished {
+        run: i64,
+        step: String,
+        attempt: u32,
+        /// `succeeded`, `failed`, `cancelled`.
+        status: String,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        error: Option<String>,
+        /// `file:line:col` of the step, on failure.
+        location: Option<String>,
+        /// False when the step's stage is not required: its failure only warns.
+        required: bool,
+    },
+    RunFinished {
+        run: i64,
+        /// `succeeded`, `failed` or `interrupted`.
+        status: String,
+        failed_step: Option<String>,
+        duration_ms: u64,
+    },
+}
+
+/// Receives events in order.
+pub trait Sink {
+    fn emit(&mut self, event: &Event);
+}
+
+/// Discards events.
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn emit(&mut self, _event: &Event) {}
+}

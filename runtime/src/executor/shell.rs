@@ -1,0 +1,221 @@
+//! The `shell` executor: runs a step's `run` command with `sh -c` (or the
+//! declared shell) in its own process group, streams stdout and stderr to the
+//! scheduler and to a log file per attempt, enforces the timeout by killing
+//! the whole process tree, and reads outputs from `$PIPE_OUTPUT`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use std::io::Write as _;
+use std::sync::Mutex;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use super::{BoxFuture, Ending, Executor, Io, Job, LogLine, Outcome, Stop};
+use crate::process_tree;
+
+/// Runs shell commands.
+pub struct Shell;
+
+impl Executor for Shell {
+    fn run(&self, job: Job, io: Io) -> BoxFuture {
+        Box::pin(run(job, io))
+    }
+}
+
+async fn run(job: Job, mut io: Io) -> Outcome {
+    let Some(command) = job.command.clone() else {
+        return Outcome::error("the step has no `run` command");
+    };
+    if let Some(dir) = job.log_path.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Outcome::error(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+    let log = match std::fs::File::create(&job.log_path) {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => return Outcome::error(format!("cannot create {}: {e}", job.log_path.display())),
+    };
+    // A fresh, empty output file: a retried attempt starts from nothing.
+    if let Err(e) = std::fs::write(&job.output_path, b"") {
+        return Outcome::error(format!("cannot create {}: {e}", job.output_path.display()));
+    }
+    let shell = job.shell.clone().unwrap_or_else(|| "sh".to_string());
+    let mut cmd = Command::new(&shell);
+    cmd.arg("-c")
+        .arg(&command)
+        .current_dir(&job.cwd)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .env("PIPE_OUTPUT", &job.output_path)
+        .env(process_tree::TOKEN_VAR, &job.token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::error(format!("cannot start `{shell}`: {e}")),
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(pump(
+            out,
+            false,
+            job.index,
+            io.logs.clone(),
+            log.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(pump(
+            err,
+            true,
+            job.index,
+            io.logs.clone(),
+            log.clone(),
+        )));
+    }
+    let timeout = async {
+        match job.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut ending = None;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            () = &mut timeout, if ending.is_none() => {
+                ending = Some(Ending::TimedOut);
+                terminate(&mut child, pgid, &job, &mut io).await;
+            }
+            r = io.stop.changed(), if ending.is_none() => {
+                if r.is_err() { continue; }
+                let level = *io.stop.borrow();
+                if level != Stop::Run {
+                    ending = Some(Ending::Cancelled);
+                    terminate(&mut child, pgid, &job, &mut io).await;
+                }
+            }
+        }
+    };
+    // Whatever the step left behind (background jobs, `setsid` children) dies with it.
+    process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => return Outcome::error(format!("waiting for the step failed: {e}")),
+    };
+    let exit_code = status.code().or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal().map(|s| 128 + s)
+    });
+    if let Some(e) = ending {
+        let what = if e == Ending::TimedOut {
+            format!(
+                "timed out after {}",
+                pipe_lang::value::format_duration(job.timeout.map_or(0, |t| t.as_millis() as u64))
+            )
+        } else {
+            "cancelled".to_string()
+        };
+        return Outcome {
+            ending: e,
+            exit_code,
+            outputs: indexmap::IndexMap::new(),
+            error: Some(what),
+        };
+    }
+    if !status.success() {
+        return Outcome {
+            ending: Ending::Failed,
+            exit_code,
+            outputs: indexmap::IndexMap::new(),
+            error: Some(match exit_code {
+                Some(126) => "exit code 126: the command could not be executed".to_string(),
+                Some(127) => "exit code 127: command not found".to_string(),
+                Some(c) => format!("exit code {c}"),
+                None => "ended without an exit code".to_string(),
+            }),
+        };
+    }
+    let text = std::fs::read_to_string(&job.output_path).unwrap_or_default();
+    match super::parse_outputs(&text) {
+        Ok(outputs) => Outcome {
+            ending: Ending::Succeeded,
+            exit_code,
+            outputs,
+            error: None,
+        },
+        Err(e) => Outcome {
+            ending: Ending::Error,
+            exit_code,
+            outputs: indexmap::IndexMap::new(),
+            error: Some(format!("$PIPE_OUTPUT: {e}")),
+        },
+    }
+}
+
+/// SIGTERM to the tree, a grace period (cut short by a `Kill` request), then SIGKILL.
+async fn terminate(child: &mut tokio::process::Child, pgid: Option<i32>, job: &Job, io: &mut Io) {
+    if *io.stop.borrow() == Stop::Kill {
+        process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
+        return;
+    }
+    process_tree::signal_all(pgid, &job.token, false, Signal::SIGTERM);
+    let grace = tokio::time::sleep(job.grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            () = &mut grace => break,
+            r = io.stop.changed() => {
+                if r.is_err() || *io.stop.borrow() == Stop::Kill { break; }
+            }
+            _ = child.wait() => {
+                if !process_tree::any_alive(pgid, &job.token) { return; }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
+}
+
+async fn pump(
+    r: impl AsyncRead + Unpin,
+    stderr: bool,
+    index: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<LogLine>,
+    log: Arc<Mutex<std::fs::File>>,
+) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Ok(mut f) = log.lock() {
+            let _ = f.write_all(&buf);
+            if !buf.ends_with(b"\n") {
+                let _ = f.write_all(b"\n");
+            }
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line).to_string();
+        let _ = tx.send(LogLine {
+            index,
+            stderr,
+            line,
+        });
+    }
+}

@@ -1,0 +1,975 @@
+//! The scheduler: one dispatcher loop (`tokio::select!` over step completions,
+//! log lines, signals and retry timers) that starts each step as soon as its
+//! needs are done, within `--jobs` and concurrency groups. Every state change is
+//! committed to the [`Store`] before the event about it is emitted. See
+//! docs/runtime.md for the rules (skips, fail-fast, retries, handlers).
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use pipe_lang::ast::HandlerKind;
+use pipe_lang::eval::{eval, interpolate};
+use pipe_lang::plan::{Backoff, CommandTemplate, Deferrable, PlanStep};
+use pipe_lang::{Plan, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::event::{Event, Sink};
+use crate::executor::{Ending, Io, Job, LogLine, Outcome, Registry, Stop};
+use crate::scope::{RunScope, StepView};
+use crate::state::{now_ms, StateError, StepRecord, Store};
+
+/// How a run is executed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Working directory of steps: the project root.
+    pub root: PathBuf,
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// Between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Succeeded => "succeeded",
+            RunEnd::Failed => "failed",
+            RunEnd::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Done in a way that lets dependents start.
+    fn satisfies(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Skipped)
+    }
+}
+
+struct Slot {
+    status: Status,
+    attempt: u32,
+    started_ms: Option<i64>,
+    first_start: Option<Instant>,
+    attempt_start: Option<Instant>,
+    exit_code: Option<i32>,
+    outputs: IndexMap<String, String>,
+    error: Option<String>,
+    remaining: usize,
+    /// Set while its `on_failure` command runs, holding the final outcome.
+    failing: Option<Outcome>,
+    when_checked: bool,
+}
+
+enum Done {
+    Attempt(usize, Outcome),
+    OnFailure(usize),
+}
+
+/// Runs a plan (or the rest of it, given prior step records) to the end.
+pub struct Scheduler<'a> {
+    plan: &'a Plan,
+    store: &'a Store,
+    run_id: i64,
+    token_base: String,
+    registry: Registry,
+    opts: Options,
+    sink: &'a mut dyn Sink,
+    /// Outputs of every main step, visible to handlers.
+    views: Vec<StepView>,
+    stage_names: Vec<String>,
+    interrupted: bool,
+    killed: bool,
+}
+
+/// The prefix of the process token of every step of a run (see
+/// [`crate::process_tree`]); unique across state directories.
+pub fn token_base(store: &Store, run_id: i64) -> String {
+    let dir = store
+        .dir()
+        .canonicalize()
+        .unwrap_or_else(|_| store.dir().to_path_buf());
+    let h = crate::state::source_hash(&[(dir.display().to_string(), String::new())]);
+    format!("{}-{run_id}/", &h[..8])
+}
+
+impl<'a> Scheduler<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        store: &'a Store,
+        run_id: i64,
+        opts: Options,
+        sink: &'a mut dyn Sink,
+    ) -> Self {
+        Scheduler {
+            plan,
+            store,
+            run_id,
+            token_base: token_base(store, run_id),
+            registry: Registry::builtin(),
+            opts,
+            sink,
+            views: Vec::new(),
+            stage_names: plan.stages().iter().map(|s| s.name.clone()).collect(),
+            interrupted: false,
+            killed: false,
+        }
+    }
+
+    /// Executes the run: main steps, then the matching handlers. `prior` holds
+    /// the records of a resumed run: succeeded and skipped steps are not run again.
+    pub fn execute(
+        &mut self,
+        prior: &[StepRecord],
+        resumed: bool,
+    ) -> Result<(RunEnd, Option<String>), StateError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StateError::Io {
+                path: self.opts.root.clone(),
+                detail: format!("cannot start the async runtime: {e}"),
+            })?;
+        rt.block_on(self.execute_async(prior, resumed))
+    }
+
+    async fn execute_async(
+        &mut self,
+        prior: &[StepRecord],
+        resumed: bool,
+    ) -> Result<(RunEnd, Option<String>), StateError> {
+        let t0 = Instant::now();
+        if resumed {
+            // Processes a crashed pipe left behind must not finish a step twice.
+            crate::process_tree::kill_all(None, &self.token_base, true, Duration::from_secs(5))
+                .await;
+        }
+        self.store
+            .set_run_status(self.run_id, "running", None, false)?;
+        self.sink.emit(&Event::RunStarted {
+            run: self.run_id,
+            pipeline: self.plan.pipeline.clone(),
+            steps: self.plan.steps().len(),
+            resumed,
+        });
+        let mut sigint = signal(SignalKind::interrupt()).ok();
+        let mut sigterm = signal(SignalKind::terminate()).ok();
+        let main: Vec<&PlanStep> = self.plan.steps().iter().collect();
+        let main_sel = vec![true; main.len()];
+        let (failed, failed_step) = self
+            .run_phase(&main, &main_sel, prior, &mut sigint, &mut sigterm, None)
+            .await?;
+        let mut end = if self.interrupted {
+            RunEnd::Interrupted
+        } else if failed {
+            RunEnd::Failed
+        } else {
+            RunEnd::Succeeded
+        };
+        if end != RunEnd::Interrupted && !self.plan.handlers().is_empty() {
+            let handlers: Vec<&PlanStep> = self.plan.handlers().iter().collect();
+            let sel: Vec<bool> = handlers
+                .iter()
+                .map(|h| match h.handler {
+                    Some(HandlerKind::Failure) => end == RunEnd::Failed,
+                    Some(HandlerKind::Success) => end == RunEnd::Succeeded,
+                    Some(HandlerKind::Always) | None => true,
+                })
+                .collect();
+            let mut run = IndexMap::new();
+            run.insert("id".to_string(), Value::Str(self.run_id.to_string()));
+            run.insert("status".to_string(), Value::Str(end.as_str().to_string()));
+            run.insert(
+                "failed_step".to_string(),
+                failed_step.clone().map_or(Value::Null, Value::Str),
+            );
+            run.insert(
+                "pipeline".to_string(),
+                Value::Str(self.plan.pipeline.clone()),
+            );
+            self.run_phase(&handlers, &sel, prior, &mut sigint, &mut sigterm, Some(run))
+                .await?;
+            if self.interrupted {
+                end = RunEnd::Interrupted;
+            }
+        }
+        self.store
+            .set_run_status(self.run_id, end.as_str(), failed_step.as_deref(), true)?;
+        self.sink.emit(&Event::RunFinished {
+            run: self.run_id,
+            status: end.as_str().to_string(),
+            failed_step: failed_step.clone(),
+            duration_ms: t0.elapsed().as_millis() as u64,
+        });
+        Ok((end, failed_step))
+    }
+
+    fn record(&self, step: &PlanStep, s: &Slot) -> Result<(), StateError> {
+        self.store.put_step(
+            self.run_id,
+            &StepRecord {
+                step_id: step.id.clone(),
+                status: s.status.as_str().to_string(),
+                attempt: s.attempt,
+                started_ms: s.started_ms,
+                finished_ms: matches!(
+                    s.status,
+                    Status::Succeeded | Status::Failed | Status::Skipped | Status::Cancelled
+                )
+                .then(now_ms),
+                exit_code: s.exit_code,
+                outputs: s.outputs.clone(),
+                error: s.error.clone(),
+            },
+        )
+    }
+
+    /// Runs one phase (the main steps, or the handlers). Returns whether a
+    /// required step failed, and the first such step.
+    async fn run_phase(
+        &mut self,
+        steps: &[&PlanStep],
+        selected: &[bool],
+        prior: &[StepRecord],
+        sigint: &mut Option<tokio::signal::unix::Signal>,
+        sigterm: &mut Option<tokio::signal::unix::Signal>,
+        run_vars: Option<IndexMap<String, Value>>,
+    ) -> Result<(bool, Option<String>), StateError> {
+        let n = steps.len();
+        let mut slots: Vec<Slot> = steps
+            .iter()
+            .map(|s| {
+                let p = prior.iter().find(|r| r.step_id == s.id);
+                let status = match p.map(|r| r.status.as_str()) {
+                    Some("succeeded") => Status::Succeeded,
+                    Some("skipped") => Status::Skipped,
+                    _ => Status::Pending,
+                };
+                Slot {
+                    status,
+                    attempt: p.map_or(0, |r| r.attempt),
+                    started_ms: None,
+                    first_start: None,
+                    attempt_start: None,
+                    exit_code: p.and_then(|r| r.exit_code),
+                    outputs: if status.satisfies() {
+                        p.map(|r| r.outputs.clone()).unwrap_or_default()
+                    } else {
+                        IndexMap::new()
+                    },
+                    error: None,
+                    remaining: 0,
+                    failing: None,
+                    when_checked: false,
+                }
+            })
+            .collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, s) in steps.iter().enumerate() {
+            for &d in &s.needs {
+                if d < n && selected[d] {
+                    dependents[d].push(i);
+                    if !slots[d].status.satisfies() {
+                        slots[i].remaining += 1;
+                    }
+                }
+            }
+        }
+        // Ready steps ordered by declaration (a topological order of the DAG
+        // would do too; declaration order keeps output predictable).
+        let mut ready: BTreeSet<usize> = (0..n)
+            .filter(|&i| {
+                selected[i] && slots[i].status == Status::Pending && slots[i].remaining == 0
+            })
+            .collect();
+        let mut timers: BTreeSet<(Instant, usize)> = BTreeSet::new();
+        let mut groups: HashSet<String> = HashSet::new();
+        let mut running = 0usize;
+        let mut stopping = self.interrupted;
+        let mut failed = false;
+        let mut failed_step: Option<String> = None;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogLine>();
+        let (stop_tx, stop_rx) = watch::channel(if self.killed { Stop::Kill } else { Stop::Run });
+        let is_main = run_vars.is_none();
+        let empty_run = IndexMap::new();
+        let run_vars = run_vars.unwrap_or(empty_run);
+
+        loop {
+            // Start what can start.
+            if !stopping {
+                let mut blocked = Vec::new();
+                while running < self.opts.jobs.max(1) {
+                    let Some(i) = ready.pop_first() else { break };
+                    if let Some(g) = &steps[i].concurrency {
+                        if groups.contains(g) {
+                            blocked.push(i);
+                            continue;
+                        }
+                    }
+                    let started =
+                        self.start(i, steps, &mut slots, &run_vars, &done_tx, &log_tx, &stop_rx)?;
+                    match started {
+                        Started::Running => {
+                            running += 1;
+                            if let Some(g) = &steps[i].concurrency {
+                                groups.insert(g.clone());
+                            }
+                        }
+                        Started::Skipped => {
+                            for &d in &dependents[i] {
+                                slots[d].remaining -= 1;
+                                if slots[d].remaining == 0 && slots[d].status == Status::Pending {
+                                    ready.insert(d);
+                                }
+                            }
+                        }
+                        Started::Failed => {
+                            if steps[i].required && is_main {
+                                failed = true;
+                                failed_step.get_or_insert_with(|| steps[i].id.clone());
+                                if !self.opts.keep_going {
+                                    stopping = true;
+                                    let _ = stop_tx.send(Stop::Cancel);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                ready.extend(blocked);
+            }
+            if running == 0 && (stopping || (ready.is_empty() && timers.is_empty())) {
+                break;
+            }
+            let next_timer = timers.first().map(|t| t.0);
+            tokio::select! {
+                biased;
+                Some(()) = recv_signal(sigint) => {
+                    self.on_signal(&stop_tx);
+                    stopping = true;
+                }
+                Some(()) = recv_signal(sigterm) => {
+                    self.on_signal(&stop_tx);
+                    stopping = true;
+                }
+                Some(l) = log_rx.recv() => {
+                    self.sink.emit(&Event::StepLog {
+                        run: self.run_id,
+                        step: steps[l.index].id.clone(),
+                        attempt: slots[l.index].attempt,
+                        stream: if l.stderr { "stderr" } else { "stdout" },
+                        line: l.line,
+                    });
+                }
+                Some(done) = done_rx.recv() => {
+                    let (i, mut outcome, after_on_failure) = match done {
+                        Done::Attempt(i, o) => (i, o, false),
+                        Done::OnFailure(i) => {
+                            let o = slots[i].failing.take().unwrap_or_else(|| Outcome::error("lost outcome"));
+                            (i, o, true)
+                        }
+                    };
+                    let step = steps[i];
+                    if outcome.ending == Ending::Succeeded {
+                        running -= 1;
+                        release(step, &mut groups);
+                        let s = &mut slots[i];
+                        s.status = Status::Succeeded;
+                        s.exit_code = outcome.exit_code;
+                        s.outputs = outcome.outputs;
+                        s.error = None;
+                        self.record(step, s)?;
+                        self.finished_event(step, s, true);
+                        for &d in &dependents[i] {
+                            slots[d].remaining -= 1;
+                            if slots[d].remaining == 0 && slots[d].status == Status::Pending {
+                                ready.insert(d);
+                            }
+                        }
+                        continue;
+                    }
+                    // A failure: retry, run on_failure, or record it.
+                    if !after_on_failure {
+                        if let Some(delay) = retry_delay(step, &slots[i], &outcome, stopping) {
+                            running -= 1;
+                            release(step, &mut groups);
+                            let s = &mut slots[i];
+                            s.status = Status::Retrying;
+                            s.exit_code = outcome.exit_code;
+                            s.error.clone_from(&outcome.error);
+                            self.record(step, s)?;
+                            self.sink.emit(&Event::StepRetrying {
+                                run: self.run_id,
+                                step: step.id.clone(),
+                                attempt: s.attempt,
+                                delay_ms: delay.as_millis() as u64,
+                                error: outcome.error.clone().unwrap_or_default(),
+                            });
+                            timers.insert((Instant::now() + delay, i));
+                            continue;
+                        }
+                        if outcome.ending != Ending::Cancelled {
+                            if let Some(cmd) = &step.on_failure {
+                                match self.on_failure_job(i, steps, cmd, &slots, &run_vars) {
+                                    Ok(job) => {
+                                    slots[i].failing = Some(outcome);
+                                    let tx = done_tx.clone();
+                                    let io = Io { logs: log_tx.clone(), stop: stop_rx.clone() };
+                                    let exec = crate::executor::shell::Shell;
+                                    tokio::spawn(async move {
+                                        let _ = crate::executor::Executor::run(&exec, job, io).await;
+                                        let _ = tx.send(Done::OnFailure(i));
+                                    });
+                                    continue;
+                                    }
+                                    Err(e) => {
+                                        let mut o = outcome;
+                                        o.error = Some(format!("{}; on_failure not run: {e}", o.error.unwrap_or_default()));
+                                        outcome = o;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    running -= 1;
+                    release(step, &mut groups);
+                    let s = &mut slots[i];
+                    s.status = if outcome.ending == Ending::Cancelled { Status::Cancelled } else { Status::Failed };
+                    s.exit_code = outcome.exit_code;
+                    s.error = outcome.error;
+                    self.record(step, s)?;
+                    self.finished_event(step, s, false);
+                    if s.status == Status::Failed && step.required && is_main {
+                        failed = true;
+                        failed_step.get_or_insert_with(|| step.id.clone());
+                        if !self.opts.keep_going && !stopping {
+                            stopping = true;
+                            let _ = stop_tx.send(Stop::Cancel);
+                        }
+                    }
+                }
+                () = sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(&(t, i)) = timers.first() {
+                        if t > now { break; }
+                        timers.pop_first();
+                        if !stopping {
+                            ready.insert(i);
+                        }
+                    }
+                }
+            }
+        }
+        // Steps waiting for a retry when the run stopped: their last failure stands.
+        for (_, i) in timers {
+            let s = &mut slots[i];
+            s.status = if self.interrupted {
+                Status::Cancelled
+            } else {
+                Status::Failed
+            };
+            self.record(steps[i], s)?;
+            self.finished_event(steps[i], s, false);
+        }
+        if is_main {
+            self.views = steps
+                .iter()
+                .zip(&slots)
+                .map(|(st, sl)| view(st, sl))
+                .collect();
+        }
+        Ok((failed, failed_step))
+    }
+
+    fn on_signal(&mut self, stop_tx: &watch::Sender<Stop>) {
+        if self.interrupted {
+            self.killed = true;
+            let _ = stop_tx.send(Stop::Kill);
+        } else {
+            self.interrupted = true;
+            let _ = stop_tx.send(Stop::Cancel);
+        }
+    }
+
+    fn finished_event(&mut self, step: &PlanStep, s: &Slot, ok: bool) {
+        self.sink.emit(&Event::StepFinished {
+            run: self.run_id,
+            step: step.id.clone(),
+            attempt: s.attempt,
+            status: s.status.as_str().to_string(),
+            exit_code: s.exit_code,
+            duration_ms: s
+                .attempt_start
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
+            error: s.error.clone(),
+            location: (!ok).then(|| self.plan.location(step.span)),
+            required: step.required,
+        });
+    }
+
+    /// The scope a step's expressions see.
+    fn with_scope<T>(
+        &self,
+        steps: &[&PlanStep],
+        slots: &[Slot],
+        env: &IndexMap<String, String>,
+        run_vars: &IndexMap<String, Value>,
+        f: impl FnOnce(&RunScope<'_>) -> T,
+    ) -> T {
+        let mut views: Vec<StepView> = self.views.clone();
+        views.extend(steps.iter().zip(slots).map(|(st, sl)| view(st, sl)));
+        let scope = RunScope {
+            steps: &views,
+            stages: &self.stage_names,
+            env,
+            run: run_vars,
+        };
+        f(&scope)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the dispatcher's channels are passed explicitly"
+    )]
+    fn start(
+        &mut self,
+        i: usize,
+        steps: &[&PlanStep],
+        slots: &mut [Slot],
+        run_vars: &IndexMap<String, Value>,
+        done_tx: &mpsc::UnboundedSender<Done>,
+        log_tx: &mpsc::UnboundedSender<LogLine>,
+        stop_rx: &watch::Receiver<Stop>,
+    ) -> Result<Started, StateError> {
+        let step = steps[i];
+        let loc = self.plan.location(step.span);
+        let prepared = self.prepare(i, steps, slots, run_vars);
+        let s = &mut slots[i];
+        let (job, executor) = match prepared {
+            Ok(Prepared::Skip(reason)) => {
+                s.status = Status::Skipped;
+                s.error = Some(reason.clone());
+                self.record(step, s)?;
+                self.sink.emit(&Event::StepSkipped {
+                    run: self.run_id,
+                    step: step.id.clone(),
+                    reason,
+                });
+                return Ok(Started::Skipped);
+            }
+            Ok(Prepared::Job(job, e)) => (job, e),
+            Err(msg) => {
+                s.status = Status::Failed;
+                s.error = Some(format!("{loc}: {msg}"));
+                self.record(step, s)?;
+                self.finished_event(step, &slots[i], false);
+                return Ok(Started::Failed);
+            }
+        };
+        s.when_checked = true;
+        s.status = Status::Running;
+        s.attempt = job.attempt;
+        s.started_ms = Some(now_ms());
+        s.attempt_start = Some(Instant::now());
+        s.first_start.get_or_insert_with(Instant::now);
+        s.error = None;
+        // Recorded as started before it starts: after a crash it is "in doubt".
+        self.record(step, s)?;
+        self.sink.emit(&Event::StepStarted {
+            run: self.run_id,
+            step: step.id.clone(),
+            attempt: job.attempt,
+        });
+        let tx = done_tx.clone();
+        let io = Io {
+            logs: log_tx.clone(),
+            stop: stop_rx.clone(),
+        };
+        tokio::spawn(async move {
+            let o = executor.run(*job, io).await;
+            let _ = tx.send(Done::Attempt(i, o));
+        });
+        Ok(Started::Running)
+    }
+
+    /// Evaluates `when`, the command and the environment of a step's next attempt.
+    fn prepare(
+        &self,
+        i: usize,
+        steps: &[&PlanStep],
+        slots: &[Slot],
+        run_vars: &IndexMap<String, Value>,
+    ) -> Result<Prepared, String> {
+        let step = steps[i];
+        let executor = self.registry.get(&step.executor)?;
+        let env = self.environment(step, steps, slots, run_vars)?;
+        let out = self.with_scope(steps, slots, &env, run_vars, |scope| {
+            let value = |d: &Deferrable| -> Result<Value, String> {
+                match d {
+                    Deferrable::Ready(v) => Ok(v.clone()),
+                    Deferrable::Deferred(e) => eval(e, scope)
+                        .map_err(|e| format!("{} (at {})", e.message, self.plan.location(e.span))),
+                }
+            };
+            if !slots[i].when_checked {
+                if let Some(w) = &step.when {
+                    if !value(w)?.truthy() {
+                        return Ok::<_, String>(None);
+                    }
+                }
+            }
+            let render = |t: &CommandTemplate| {
+                t.render(|d| {
+                    let v = value(d)?;
+                    interpolate(&v, t.span).map_err(|e| e.message)
+                })
+            };
+            let command = step.run.as_ref().map(render).transpose()?;
+            let mut vars: Vec<(String, String)> =
+                env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for (k, d) in &step.env {
+                let v = value(d)?;
+                vars.push((
+                    k.clone(),
+                    interpolate(&v, step.span).map_err(|e| format!("env {k}: {}", e.message))?,
+                ));
+            }
+            let mut inputs = IndexMap::new();
+            if step.executor != "shell" {
+                for (k, d) in &step.inputs {
+                    inputs.insert(k.clone(), value(d)?);
+                }
+            }
+            Ok(Some((command, vars, inputs)))
+        })?;
+        let Some((command, vars, inputs)) = out else {
+            return Ok(Prepared::Skip("`when` is false".into()));
+        };
+        if step.executor == "shell" && command.is_none() {
+            return Err("a shell step needs a `run` command".into());
+        }
+        let attempt = slots[i].attempt + 1;
+        let mut env_vars = vars;
+        env_vars.push(("PIPE_RUN_ID".into(), self.run_id.to_string()));
+        env_vars.push(("PIPE_STEP".into(), step.id.clone()));
+        env_vars.push(("PIPE_ATTEMPT".into(), attempt.to_string()));
+        let log_path = self.store.log_path(self.run_id, &step.id, attempt);
+        let output_path = log_path.with_extension("outputs");
+        Ok(Prepared::Job(
+            Box::new(Job {
+                index: i,
+                step_id: step.id.clone(),
+                attempt,
+                command,
+                shell: step.shell.clone(),
+                env: env_vars,
+                inputs,
+                cwd: self.opts.root.clone(),
+                timeout: step.timeout_ms.map(Duration::from_millis),
+                grace: self.opts.grace,
+                log_path,
+                output_path,
+                token: format!("{}{}/{attempt}", self.token_base, step.id),
+            }),
+            executor,
+        ))
+    }
+
+    /// The variables of the step's `env` block: its file, then its `vars`,
+    /// checked against `require` and `forbid`.
+    fn environment(
+        &self,
+        step: &PlanStep,
+        steps: &[&PlanStep],
+        slots: &[Slot],
+        run_vars: &IndexMap<String, Value>,
+    ) -> Result<IndexMap<String, String>, String> {
+        let mut env = IndexMap::new();
+        let Some(spec) = step
+            .environment
+            .as_ref()
+            .and_then(|e| self.plan.envs().get(e))
+        else {
+            return Ok(env);
+        };
+        let at = self.plan.location(spec.span);
+        if let Some(file) = &spec.file {
+            let path = self.opts.root.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "env `{}` (at {at}): cannot read {}: {e}",
+                    spec.name,
+                    path.display()
+                )
+            })?;
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let line = line.strip_prefix("export ").unwrap_or(line);
+                if let Some((k, v)) = line.split_once('=') {
+                    let v = v.trim();
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                        .unwrap_or(v);
+                    env.insert(k.trim().to_string(), v.to_string());
+                }
+            }
+        }
+        for (k, d) in &spec.vars {
+            let v = match d {
+                Deferrable::Ready(v) => v.clone(),
+                Deferrable::Deferred(e) => self
+                    .with_scope(steps, slots, &env, run_vars, |scope| eval(e, scope))
+                    .map_err(|e| format!("env `{}`: {}", spec.name, e.message))?,
+            };
+            let s = interpolate(&v, spec.span).map_err(|e| e.message)?;
+            env.insert(k.clone(), s);
+        }
+        for r in &spec.require {
+            if !env.contains_key(r) && std::env::var(r).is_err() {
+                return Err(format!(
+                    "env `{}` (at {at}) requires `{r}`, which is set neither in its file nor in the environment",
+                    spec.name
+                ));
+            }
+        }
+        for (k, bad) in &spec.forbid {
+            let cur = env.get(k).cloned().or_else(|| std::env::var(k).ok());
+            if let (Some(c), Ok(b)) = (cur, interpolate(bad, spec.span)) {
+                if c == b {
+                    return Err(format!("env `{}` (at {at}) forbids `{k}={b}`", spec.name));
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    fn on_failure_job(
+        &self,
+        i: usize,
+        steps: &[&PlanStep],
+        cmd: &CommandTemplate,
+        slots: &[Slot],
+        run_vars: &IndexMap<String, Value>,
+    ) -> Result<Job, String> {
+        let step = steps[i];
+        let env = self.environment(step, steps, slots, run_vars)?;
+        let rendered = self.with_scope(steps, slots, &env, run_vars, |scope| {
+            cmd.render(|d| {
+                let v = match d {
+                    Deferrable::Ready(v) => v.clone(),
+                    Deferrable::Deferred(e) => eval(e, scope).map_err(|e| e.message)?,
+                };
+                interpolate(&v, cmd.span).map_err(|e| e.message)
+            })
+        });
+        let command = rendered?;
+        let attempt = slots[i].attempt;
+        let log_path = self
+            .store
+            .log_dir(self.run_id)
+            .join(format!("{}.{attempt}.on_failure.log", step.id));
+        let mut vars: Vec<(String, String)> = env.into_iter().collect();
+        vars.push(("PIPE_RUN_ID".into(), self.run_id.to_string()));
+        vars.push(("PIPE_STEP".into(), step.id.clone()));
+        Ok(Job {
+            index: i,
+            step_id: step.id.clone(),
+            attempt,
+            command: Some(command),
+            shell: step.shell.clone(),
+            env: vars,
+            inputs: IndexMap::new(),
+            cwd: self.opts.root.clone(),
+            timeout: step.timeout_ms.map(Duration::from_millis),
+            grace: self.opts.grace,
+            output_path: log_path.with_extension("outputs"),
+            log_path,
+            token: format!("{}{}/{attempt}/on_failure", self.token_base, step.id),
+        })
+    }
+}
+
+enum Prepared {
+    Job(Box<Job>, std::sync::Arc<dyn crate::executor::Executor>),
+    Skip(String),
+}
+
+enum Started {
+    Running,
+    Skipped,
+    Failed,
+}
+
+fn view(st: &PlanStep, sl: &Slot) -> StepView {
+    StepView {
+        id: st.id.clone(),
+        stage: st.stage.clone(),
+        name: st.name.clone(),
+        status: sl.status.as_str().to_string(),
+        outputs: sl.outputs.clone(),
+        exit_code: sl.exit_code,
+    }
+}
+
+fn release(step: &PlanStep, groups: &mut HashSet<String>) {
+    if let Some(g) = &step.concurrency {
+        groups.remove(g);
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The delay before the next attempt, or `None` when the failure is final:
+/// no retry policy, attempts used up, a permanent error (exit 126/127, a
+/// configuration error), a class the policy's `on` does not list, the
+/// `max_elapsed` budget spent, or the run is stopping.
+fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Option<Duration> {
+    let policy = step.retry.as_ref()?;
+    if stopping
+        || slot.attempt >= policy.attempts
+        || matches!(
+            o.ending,
+            Ending::Error | Ending::Cancelled | Ending::Succeeded
+        )
+        || matches!(o.exit_code, Some(126 | 127))
+    {
+        return None;
+    }
+    if !policy.on.is_empty() {
+        let hit = policy.on.iter().any(|v| match v {
+            Value::Int(c) => o.exit_code.map(i64::from) == Some(*c),
+            Value::Str(s) => match s.as_str() {
+                "timeout" => o.ending == Ending::TimedOut,
+                "failure" | "exit" | "transient" => o.ending == Ending::Failed,
+                _ => false,
+            },
+            _ => false,
+        });
+        if !hit {
+            return None;
+        }
+    }
+    let delay = backoff_delay(policy.backoff, slot.attempt);
+    if let (Some(max), Some(first)) = (policy.max_elapsed_ms, slot.first_start) {
+        if first.elapsed() + delay > Duration::from_millis(max) {
+            return None;
+        }
+    }
+    Some(delay)
+}
+
+/// The delay after failed attempt `n` (1-based), with up to ±20% jitter,
+/// never above the policy's cap.
+pub fn backoff_delay(b: Backoff, n: u32) -> Duration {
+    let n = n.max(1);
+    let (base, cap) = match b {
+        Backoff::Fixed { delay_ms } => (delay_ms, delay_ms),
+        Backoff::Exponential { base_ms, max_ms } => (
+            base_ms.saturating_mul(1u64 << (n - 1).min(32)).min(max_ms),
+            max_ms,
+        ),
+        Backoff::Linear { base_ms, max_ms } => {
+            (base_ms.saturating_mul(u64::from(n)).min(max_ms), max_ms)
+        }
+    };
+    if base == 0 {
+        return Duration::ZERO;
+    }
+    let jitter = (base as f64 * 0.2 * (2.0 * random_unit() - 1.0)) as i64;
+    let ms = (base as i64 + jitter).max(0) as u64;
+    Duration::from_millis(ms.min(cap.max(base)))
+}
+
+/// A cheap random number in [0, 1) for jitter (not for anything secret).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let e = Backoff::Exponential {
+            base_ms: 100,
+            max_ms: 1000,
+        };
+        for _ in 0..50 {
+            let d1 = backoff_delay(e, 1).as_millis();
+            assert!((80..=120).contains(&d1), "{d1}");
+            let d3 = backoff_delay(e, 3).as_millis();
+            assert!((320..=480).contains(&d3), "{d3}");
+            assert!(backoff_delay(e, 10).as_millis() <= 1000);
+            let l = backoff_delay(
+                Backoff::Linear {
+                    base_ms: 100,
+                    max_ms: 250,
+                },
+                2,
+            )
+            .as_millis();
+            assert!((160..=240).contains(&l), "{l}");
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The durable state store: runs, steps and their outputs in SQLite (WAL), log
+//! files beside it. Every state change is committed here before the scheduler
+//! emits an event about it, so `kill -9` at any moment loses nothing that was
+//! reported. See docs/runtime.md.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors of the state store, each with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state store {path} is corrupted or not a pipe state database ({detail}); it was left untouched: move it aside to start afresh")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state store {path}: {detail}")]
+    Sqlite { path: PathBuf, detail: String },
+    #[error("cannot use state directory {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+    #[error("no run `{0}` in the state store (see `pipe runs`)")]
+    NoSuchRun(String),
+    #[error(
+        "run {run} is being resumed by another pipe (pid {holder}); wait for it or stop it first"
+    )]
+    Locked { run: i64, holder: String },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What is recorded about a run when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct NewRun {
+    pub pipeline: String,
+    pub env: Option<String>,
+    pub params: IndexMap<String, String>,
+    /// The lowering context (git map) as JSON, to re-lower identically on resume.
+    pub context: serde_json::Value,
+    /// The files the pipeline was loaded from (roots of the workspace).
+    pub roots: Vec<String>,
+    /// Every source file of the plan: display name and text.
+    pub sources: Vec<(String, String)>,
+}
+
+/// A stored run.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: i64,
+    pub pipeline: String,
+    pub env: Option<String>,
+    pub params: IndexMap<String, String>,
+    pub context: serde_json::Value,
+    pub roots: Vec<String>,
+    pub sources: Vec<(String, String)>,
+    pub source_hash: String,
+    pub status: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub failed_step: Option<String>,
+}
+
+/// A stored step of a run.
+#[derive(Clone, Debug, Default)]
+pub struct StepRecord {
+    pub step_id: String,
+    pub status: String,
+    pub attempt: u32,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub outputs: IndexMap<String, String>,
+    pub error: Option<String>,
+}
+
+/// The SQLite state store of one project.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  pipeline TEXT NOT NULL,
+  env TEXT,
+  params TEXT NOT NULL,
+  context TEXT NOT NULL,
+  roots TEXT NOT NULL,
+  sources TEXT NOT NULL,
+  source_hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  started_ms INTEGER NOT NULL,
+  finished_ms INTEGER,
+  failed_step TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+  run_id INTEGER NOT NULL REFERENCES runs(id),
+  step_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  started_ms INTEGER,
+  finished_ms INTEGER,
+  exit_code INTEGER,
+  outputs TEXT NOT NULL DEFAULT '{}',
+  error TEXT,
+  PRIMARY KEY (run_id, step_id)
+);
+";
+
+impl Store {
+    /// Opens (creating if absent) `state.db` in `dir`. A file that is not a
+    /// valid database is reported and never overwritten.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io {
+            path: dir.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let path = dir.join("state.db");
+        let existed = path.exists() && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        let corrupt = |e: rusqlite::Error| StateError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        let conn = Connection::open(&path).map_err(|e| StateError::Sqlite {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        if existed {
+            // Read the header before anything could write to the file.
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(corrupt)?;
+            if check != "ok" {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: check,
+                });
+            }
+            let has_runs: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='runs'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(corrupt)?;
+            if has_runs == 0 {
+                return Err(StateError::Corrupt {
+                    path,
+                    detail: "it has no `runs` table".into(),
+                });
+            }
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
+        conn.execute_batch(SCHEMA).map_err(corrupt)?;
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+            path,
+        })
+    }
+
+    fn err(&self, e: &rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory holding the log files of a run.
+    pub fn log_dir(&self, run: i64) -> PathBuf {
+        self.dir.join("logs").join(run.to_string())
+    }
+
+    /// The log file of one attempt of a step.
+    pub fn log_path(&self, run: i64, step_id: &str, attempt: u32) -> PathBuf {
+        self.log_dir(run).join(format!("{step_id}.{attempt}.log"))
+    }
+
+    /// Records a new run and returns its id.
+    pub fn create_run(&self, run: &NewRun) -> Result<i64, StateError> {
+        let sources = serde_json::to_string(&run.sources).unwrap_or_default();
+        let hash = source_hash(&run.sources);
+        self.conn
+            .execute(
+                "INSERT INTO runs (pipeline, env, params, context, roots, sources, source_hash, status, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
+                params![
+                    run.pipeline,
+                    run.env,
+                    serde_json::to_string(&run.params).unwrap_or_default(),
+                    run.context.to_string(),
+                    serde_json::to_string(&run.roots).unwrap_or_default(),
+                    sources,
+                    hash,
+                    now_ms()
+                ],
+            )
+            .map_err(|e| self.err(&e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_run_status(
+        &self,
+        run: i64,
+        status: &str,
+        failed_step: Option<&str>,
+        finished: bool,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET status = ?2, failed_step = ?3, finished_ms = ?4 WHERE id = ?1",
+                params![run, status, failed_step, finished.then(now_ms)],
+            )
+            .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
+    /// Writes a step's record (insert or replace).
+    pub fn put_step(&self, run: i64, s: &StepRecord) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run,
+                    s.step_id,
+                    s.status,
+                    s.attempt,
+                    s.started_ms,
+                    s.finished_ms,
+                    s.exit_code,
+                    serde_json::to_string(&s.outputs).unwrap_or_default(),
+                    s.error
+                ],
+            )
+            .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
+    fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+        let params: String = r.get(3)?;
+        let context: String = r.get(4)?;
+        let roots: String = r.get(5)?;
+        let sources: String = r.get(6)?;
+        Ok(RunRecord {
+            id: r.get(0)?,
+            pipeline: r.get(1)?,
+            env: r.get(2)?,
+            params: serde_json::from_str(&params).unwrap_or_default(),
+            context: serde_json::from_str(&context).unwrap_or_default(),
+            roots: serde_json::from_str(&roots).unwrap_or_default(),
+            sources: serde_json::from_str(&sources).unwrap_or_default(),
+            source_hash: r.get(7)?,
+            status: r.get(8)?,
+            started_ms: r.get(9)?,
+            finished_ms: r.get(10)?,
+            failed_step: r.get(11)?,
+        })
+    }
+
+    const RUN_COLS: &'static str = "id, pipeline, env, params, context, roots, sources, source_hash, status, started_ms, finished_ms, failed_step";
+
+    pub fn run(&self, id: i64) -> Result<RunRecord, StateError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {} FROM runs WHERE id = ?1", Self::RUN_COLS),
+                [id],
+                Self::run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(&e))?
+            .ok_or_else(|| StateError::NoSuchRun(id.to_string()))
+    }
+
+    /// Runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM runs ORDER BY id DESC LIMIT ?1",
+                Self::RUN_COLS
+            ))
+            .map_err(|e| self.err(&e))?;
+        let rows = st
+            .query_map([limit as i64], Self::run_from_row)
+            .map_err(|e| self.err(&e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(&e))
+    }
+
+    /// Resolves a run argument: a number, or the newest run when absent.
+    pub fn resolve_run(&self, arg: Option<&str>) -> Result<RunRecord, StateError> {
+        match arg {
+            Some(a) => {
+                let id: i64 = a
+                    .trim_start_matches('#')
+                    .parse()
+                    .map_err(|_| StateError::NoSuchRun(a.to_string()))?;
+                self.run(id)
+            }
+            None => self
+                .runs(1)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StateError::NoSuchRun("(none yet)".into())),
+        }
+    }
+
+    /// The newest run that `pipe resume` can continue.
+    pub fn latest_resumable(&self) -> Result<RunRecord, StateError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM runs WHERE status IN ('failed','cancelled','interrupted','running','waiting') ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(&e))?;
+        match id {
+            Some(id) => self.run(id),
+            None => Err(StateError::NoSuchRun(
+                "(no failed, cancelled or interrupted run)".into(),
+            )),
+        }
+    }
+
+    /// Every step record of a run.
+    pub fn steps(&self, run: i64) -> Result<Vec<StepRecord>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error
+                 FROM steps WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(&e))?;
+        let rows = st
+            .query_map([run], |r| {
+                let outputs: String = r.get(6)?;
+                Ok(StepRecord {
+                    step_id: r.get(0)?,
+                    status: r.get(1)?,
+                    attempt: r.get(2)?,
+                    started_ms: r.get(3)?,
+                    finished_ms: r.get(4)?,
+                    exit_code: r.get(5)?,
+                    outputs: serde_json::from_str(&outputs).unwrap_or_default(),
+                    error: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(&e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(&e))
+    }
+
+    /// Takes the exclusive lock of a run (held until the guard drops); a second
+    /// holder is refused with the pid of the first.
+    pub fn lock_run(&self, run: i64) -> Result<RunLock, StateError> {
+        let dir = self.dir.join("locks");
+        let io = |e: std::io::Error| StateError::Io {
+            path: dir.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = dir.join(format!("{run}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                use std::io::{Seek, Write};
+                let _ = lock.set_len(0);
+                let _ = lock.seek(std::io::SeekFrom::Start(0));
+                let _ = write!(lock, "{}", std::process::id());
+                let _ = lock.flush();
+                Ok(RunLock { _lock: lock })
+            }
+            Err((_, _)) => Err(StateError::Locked {
+                run,
+                holder: std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            }),
+        }
+    }
+}
+
+/// Holds a run's lock while alive.
+pub struct RunLock {
+    _lock: Flock<File>,
+}
+
+/// A stable hash of a set of source files.
+pub fn source_hash(sources: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, text) in sources {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_runs_and_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store
+            .create_run(&NewRun {
+                pipeline: "p".into(),
+                sources: vec![("a.pipe".into(), "pipeline p {}".into())],
+                ..NewRun::default()
+            })
+            .unwrap();
+        let mut s = StepRecord {
+            step_id: "build.a".into(),
+            status: "running".into(),
+            attempt: 1,
+            ..StepRecord::default()
+        };
+        store.put_step(id, &s).unwrap();
+        s.status = "succeeded".into();
+        s.outputs.insert("k".into(), "v".into());
+        store.put_step(id, &s).unwrap();
+        let steps = store.steps(id).unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].status, "succeeded");
+        assert_eq!(steps[0].outputs["k"], "v");
+        assert_eq!(store.run(id).unwrap().sources[0].1, "pipeline p {}");
+    }
+
+    #[test]
+    fn refuses_and_keeps_a_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, b"this is not sqlite at all, just text").unwrap();
+        let Err(e) = Store::open(dir.path()) else {
+            panic!("a corrupt file was accepted");
+        };
+        assert!(e.to_string().contains("corrupted"), "{e}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"this is not sqlite at all, just text"
+        );
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let _held = store.lock_run(7).unwrap();
+        let Err(e) = store.lock_run(7) else {
+            panic!("two locks on one run");
+        };
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+    }
+}
