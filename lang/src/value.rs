@@ -324,13 +324,15 @@ mod tests {
             ("500ms", 500),
             ("30s", 30_000),
             ("5m", 300_000),
-            ("24h", 86_400_000),
+            ("1d", 86_400_000),
             ("1h30m", 5_400_000),
             ("2d", 172_800_000),
         ] {
             assert_eq!(parse_duration(text), Some(ms), "{text}");
             assert_eq!(format_duration(ms), text);
         }
+        // Whole days format as days, however they were written.
+        assert_eq!(parse_duration("24h"), Some(86_400_000));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("99999999999999999999d"), None);
