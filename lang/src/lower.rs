@@ -916,11 +916,16 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        self.report_cycles(
+        let cyclic = self.report_cycles(
             self.pl.stages.len(),
             |i| needs[i].iter().map(|(n, s)| (*n, *s)).collect(),
             |i| format!("stage `{}`", self.pl.stages[i].name.name),
         );
+        if cyclic {
+            // The cycle is reported once, between stages; turned into step
+            // edges it would be reported again as a cycle of their steps.
+            needs.iter_mut().for_each(Vec::clear);
+        }
         (needs, env)
     }
 
