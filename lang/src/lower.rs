@@ -634,9 +634,9 @@ impl<'a> Lowerer<'a> {
         }
         let mut d = Diagnostic::error(
             "pipe::type",
-            format!("{what} expects {ty}, found {}", v.type_name()),
+            format!("{what} expects {ty}, found {}", v.ty()),
             span,
-            format!("this is a {}", v.type_name()),
+            format!("this is a {}", v.ty()),
         );
         if *ty == Type::Duration && matches!(v, Value::Int(_)) {
             d = d.with_help("write durations with a unit: `30s`, `5m`, `500ms`");
