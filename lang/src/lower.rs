@@ -1151,7 +1151,7 @@ impl<'a> Lowerer<'a> {
                     self.lower_step(&g.name, None, &g.body, g.span, locals, ctx, form);
                 }
                 StageEntry::Chaos(c) => {
-                    self.lower_step(&c.name, None, &c.body, c.span, locals, ctx, StepForm::Chaos)
+                    self.lower_step(&c.name, None, &c.body, c.span, locals, ctx, StepForm::Chaos);
                 }
                 StageEntry::For(f) => self.expand_for(f, locals, ctx),
                 StageEntry::Attr(_) | StageEntry::Block(_) => {}
