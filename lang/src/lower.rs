@@ -1214,7 +1214,11 @@ impl<'a> Lowerer<'a> {
                     "pipe::fan-out",
                     format!("this loop expands to {total} steps; a pipeline may have at most {MAX_STEPS}"),
                     Span { end: f.iter.span.end, ..f.span },
-                    format!("{} × {per_item} steps", items.len()),
+                    format!(
+                        "`for {}`: {} × {per_item} steps",
+                        f.vars.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "),
+                        items.len()
+                    ),
                 )
                 .with_help("shrink the lists, or split the work across pipelines"),
             );
