@@ -256,6 +256,8 @@ pub fn did_you_mean<'a>(
         .into_iter()
         .filter(|c| *c != name)
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        // A candidate must keep some of the name: `q` is not a typo of `a`.
+        .filter(|(d, c)| *d < name.len().max(c.len()))
         .filter(|(d, c)| *d <= (name.len().max(c.len()) / 3).max(1) + usize::from(name.len() > 5))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
