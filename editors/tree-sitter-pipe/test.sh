@@ -75,5 +75,29 @@ for f in "${files[@]}"; do
     passed=$((passed + 1))
   fi
 done
-echo "tree-sitter parse of shipped .pipe files: $passed passed, $failed failed"
+# The pest grammar must agree: every corpus input this grammar accepts has no
+# syntax error for `pipe check`, and every `:error` input fails `pipe check`.
+# Needs a built pipe binary (PIPE=..., or target/{debug,release}/pipe).
+pipe=${PIPE:-}
+for candidate in "$root/target/debug/pipe" "$root/target/release/pipe"; do
+  [ -z "$pipe" ] && [ -x "$candidate" ] && pipe=$candidate
+done
+if [ -n "$pipe" ]; then
+  inputs=$(mktemp -d)
+  trap 'rm -rf "$inputs"' EXIT
+  while IFS=$'\t' read -r file expect title; do
+    if out=$("$pipe" check "$file" 2>&1); then status=0; else status=$?; fi
+    if [ "$expect" = ok ] && grep -q 'pipe::syntax' <<<"$out"; then
+      failed=$((failed + 1)); echo "FAIL pest rejects corpus input '$title':"; echo "$out" | head -20
+    elif [ "$expect" = error ] && [ "$status" -eq 0 ]; then
+      failed=$((failed + 1)); echo "FAIL pipe check accepts corpus :error input '$title'"
+    else
+      passed=$((passed + 1))
+    fi
+  done < <(node test/extract-corpus.js "$inputs")
+else
+  echo "no pipe binary (build it, or set PIPE=...): skipping the check of the corpus against pest"
+fi
+
+echo "tree-sitter: shipped files and corpus against pest: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
