@@ -6,6 +6,7 @@ mod diagnostics;
 mod exit;
 mod git;
 mod project;
+mod render;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -81,6 +82,54 @@ enum Command {
         #[arg(long, value_enum, default_value = "ascii")]
         format: commands::graph::Format,
     },
+    /// Run a pipeline: every step as soon as its needs are done.
+    Run {
+        /// A pipeline name or a path to a .pipe file.
+        pipeline: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        exec: commands::run::ExecArgs,
+        /// Show what would run, in order, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Continue a failed, cancelled or interrupted run (default: the latest).
+    Resume {
+        /// The run id (see `pipe runs`).
+        run: Option<String>,
+        /// Run again steps that started and never finished even if not idempotent.
+        #[arg(long)]
+        rerun_in_doubt: bool,
+        #[command(flatten)]
+        exec: commands::run::ExecArgs,
+    },
+    /// List recorded runs, newest first.
+    Runs {
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+        /// Show at most this many.
+        #[arg(long, default_value = "20")]
+        limit: usize,
+    },
+    /// Show one run's steps (default: the latest run).
+    Status {
+        run: Option<String>,
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: commands::status::Format,
+    },
+    /// Print the logs of a run's steps (default: the latest run, every step).
+    Logs {
+        run: Option<String>,
+        step: Option<String>,
+        /// Which attempt (default: the last).
+        #[arg(long)]
+        attempt: Option<u32>,
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to generate for.
@@ -138,6 +187,39 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let p = commands::plan_for(&project, &pipeline, &ctx)?;
             print(&commands::graph::render(&p, format))
         }
+        Command::Run {
+            pipeline,
+            plan,
+            exec,
+            dry_run,
+        } => {
+            let ctx = context(&project, &plan);
+            commands::run::run(&project, &pipeline, &ctx, &exec, dry_run)
+        }
+        Command::Resume {
+            run,
+            rerun_in_doubt,
+            exec,
+        } => commands::resume::run(&project, run.as_deref(), rerun_in_doubt, &exec),
+        Command::Runs { state, limit } => print(&commands::runs::run(&project, &state, limit)?),
+        Command::Status { run, state, format } => print(&commands::status::run(
+            &project,
+            &state,
+            run.as_deref(),
+            format,
+        )?),
+        Command::Logs {
+            run,
+            step,
+            attempt,
+            state,
+        } => print(&commands::logs::run(
+            &project,
+            &state,
+            run.as_deref(),
+            step.as_deref(),
+            attempt,
+        )?),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);

@@ -3,6 +3,11 @@
 pub mod check;
 pub mod graph;
 pub mod list;
+pub mod logs;
+pub mod resume;
+pub mod run;
+pub mod runs;
+pub mod status;
 
 use pipe_lang::lower::{lower, Context};
 use pipe_lang::Plan;

@@ -1,0 +1,128 @@
+//! `pipe resume [RUN]`: continues a run from the source snapshot stored with
+//! it. Succeeded steps never run again; a step that started and never
+//! finished ("in doubt") runs again only if it is idempotent, or with
+//! `--rerun-in-doubt`. A lock keeps two resumes of one run apart.
+
+use std::path::{Component, Path, PathBuf};
+
+use indexmap::IndexMap;
+use pipe_lang::lower::{lower, Context};
+use pipe_lang::workspace::{Loader, Workspace};
+use pipe_lang::{Plan, Value};
+
+use super::run::{execute, ExecArgs};
+use crate::diagnostics::emit;
+use crate::exit::{Failure, INVALID};
+use crate::project::Project;
+
+pub fn run(
+    project: &Project,
+    run_arg: Option<&str>,
+    rerun_in_doubt: bool,
+    exec: &ExecArgs,
+) -> Result<(), Failure> {
+    let store = exec.state.open_existing(project)?;
+    let fail = |e: pipe_runtime::StateError| Failure::invalid(e.to_string());
+    let record = match run_arg {
+        Some(a) => store.resolve_run(Some(a)).map_err(fail)?,
+        None => store.latest_resumable().map_err(fail)?,
+    };
+    if record.status == "succeeded" {
+        return Err(Failure::invalid(format!(
+            "run {} already succeeded; there is nothing to resume",
+            record.id
+        )));
+    }
+    let _lock = store.lock_run(record.id).map_err(fail)?;
+    let plan = replan(&record)?;
+    let prior = store.steps(record.id).map_err(fail)?;
+    let in_doubt: Vec<String> = prior
+        .iter()
+        .filter(|r| r.status == "running")
+        .filter_map(|r| {
+            let step = plan
+                .steps()
+                .iter()
+                .chain(plan.handlers())
+                .find(|s| s.id == r.step_id)?;
+            (!step.idempotent).then(|| format!("{} (at {})", step.id, plan.location(step.span)))
+        })
+        .collect();
+    if !in_doubt.is_empty() && !rerun_in_doubt {
+        return Err(Failure::invalid(format!(
+            "run {} has steps that started and never finished, and are not idempotent:\n  {}\n  help: check what they did, then `pipe resume {} --rerun-in-doubt` to run them again",
+            record.id,
+            in_doubt.join("\n  "),
+            record.id
+        )));
+    }
+    execute(project, &plan, &store, record.id, &prior, true, exec)
+}
+
+/// Lowers the run's pipeline again from its stored snapshot and context.
+fn replan(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
+    let files: IndexMap<String, String> = record.sources.iter().cloned().collect();
+    let mut roots = Vec::new();
+    for r in &record.roots {
+        let text = files.get(r).ok_or_else(|| {
+            Failure::invalid(format!(
+                "run {}: its snapshot lacks {r}; the state store is damaged",
+                record.id
+            ))
+        })?;
+        roots.push((r.clone(), text.clone()));
+    }
+    let ws = Workspace::load(roots, &mut SnapshotLoader { files: &files });
+    if ws.diagnostics.iter().any(pipe_lang::Diagnostic::is_error) {
+        emit(&ws.diagnostics, &ws.sources);
+        return Err(Failure::silent(INVALID));
+    }
+    let ctx = Context {
+        git: Value::from_json(&record.context),
+        params: record.params.clone(),
+        target_env: record.env.clone(),
+    };
+    let Some((module, pl)) = ws.find_pipeline(&record.pipeline) else {
+        return Err(Failure::invalid(format!(
+            "run {}: its snapshot has no pipeline `{}`",
+            record.id, record.pipeline
+        )));
+    };
+    let (plan, diags) = lower(&ws, module, pl, &ctx);
+    emit(&diags, &ws.sources);
+    plan.ok_or(Failure::silent(INVALID))
+}
+
+/// Resolves imports the way the file-system loader does, from the snapshot.
+struct SnapshotLoader<'a> {
+    files: &'a IndexMap<String, String>,
+}
+
+impl Loader for SnapshotLoader<'_> {
+    fn load(&mut self, from: &str, path: &str) -> Result<(String, String), String> {
+        let base = Path::new(from).parent().unwrap_or(Path::new(""));
+        let mut joined: PathBuf = normalize(&base.join(path));
+        if joined.extension().is_none() {
+            joined = joined.with_extension("pipe");
+        }
+        let name = joined.display().to_string();
+        self.files
+            .get(&name)
+            .map(|t| (name.clone(), t.clone()))
+            .ok_or_else(|| format!("`{name}` is not in the run's snapshot"))
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.iter().collect()
+}

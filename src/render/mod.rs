@@ -1,0 +1,151 @@
+//! Renderers of run events: `plain` (one prefixed line per log line and
+//! event), `json` (one object per line, see docs/events.md) and `human`
+//! (plain lines plus a summary table at the end).
+
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pipe_runtime::{Event, Sink};
+
+/// The output format of `pipe run` and `pipe resume`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Human,
+    Plain,
+    Json,
+}
+
+/// Renders events to stdout.
+pub struct Renderer {
+    format: Output,
+    /// (step, status, attempt, duration) of finished steps, for the summary.
+    finished: Vec<(String, String, u32, u64)>,
+}
+
+impl Renderer {
+    pub fn new(format: Output) -> Self {
+        Renderer {
+            format,
+            finished: Vec::new(),
+        }
+    }
+
+    fn line(s: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    }
+}
+
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, ms % 60_000 / 1000)
+    }
+}
+
+impl Sink for Renderer {
+    fn emit(&mut self, e: &Event) {
+        if self.format == Output::Json {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("ts_ms".into(), ts.into());
+            }
+            Self::line(&v.to_string());
+            return;
+        }
+        match e {
+            Event::RunStarted {
+                run,
+                pipeline,
+                steps,
+                resumed,
+            } => Self::line(&format!(
+                "[run {run}] {} `{pipeline}` ({steps} steps)",
+                if *resumed { "resuming" } else { "running" }
+            )),
+            Event::StepStarted { step, attempt, .. } => {
+                if *attempt > 1 {
+                    Self::line(&format!("[{step}] started (attempt {attempt})"));
+                } else {
+                    Self::line(&format!("[{step}] started"));
+                }
+            }
+            Event::StepLog { step, line, .. } => Self::line(&format!("[{step}] | {line}")),
+            Event::StepRetrying {
+                step,
+                attempt,
+                delay_ms,
+                error,
+                ..
+            } => Self::line(&format!(
+                "[{step}] attempt {attempt} failed ({error}); retrying in {}",
+                duration(*delay_ms)
+            )),
+            Event::StepSkipped { step, reason, .. } => {
+                self.finished.push((step.clone(), "skipped".into(), 0, 0));
+                Self::line(&format!("[{step}] skipped: {reason}"));
+            }
+            Event::StepFinished {
+                step,
+                attempt,
+                status,
+                duration_ms,
+                error,
+                location,
+                required,
+                ..
+            } => {
+                self.finished
+                    .push((step.clone(), status.clone(), *attempt, *duration_ms));
+                let mut s = format!("[{step}] {status} in {}", duration(*duration_ms));
+                if let Some(err) = error {
+                    s.push_str(&format!(": {err}"));
+                }
+                if let Some(l) = location {
+                    if !error.as_deref().is_some_and(|e| e.contains(l.as_str())) {
+                        s.push_str(&format!(" (step at {l})"));
+                    }
+                }
+                if status == "failed" && !required {
+                    s.push_str(" [not required: only a warning]");
+                }
+                Self::line(&s);
+            }
+            Event::RunFinished {
+                run,
+                status,
+                failed_step,
+                duration_ms,
+            } => {
+                if self.format == Output::Human && !self.finished.is_empty() {
+                    let w = self
+                        .finished
+                        .iter()
+                        .map(|f| f.0.len())
+                        .max()
+                        .unwrap_or(4)
+                        .max(4);
+                    Self::line(&format!(
+                        "\n{:w$}  {:10}  {:>8}  {:>9}",
+                        "step", "status", "attempts", "duration"
+                    ));
+                    for (step, st, a, d) in &self.finished {
+                        Self::line(&format!("{step:w$}  {st:10}  {a:>8}  {:>9}", duration(*d)));
+                    }
+                }
+                let mut s = format!("[run {run}] {status} in {}", duration(*duration_ms));
+                if let Some(f) = failed_step {
+                    s.push_str(&format!(" (first failure: {f})"));
+                }
+                Self::line(&s);
+            }
+        }
+    }
+}
