@@ -191,7 +191,6 @@ pub fn lower(
         params: Rc::new(IndexMap::new()),
         steps: Vec::new(),
         stage_names: pl.stages.iter().map(|s| s.name.name.clone()).collect(),
-        edge_spans: HashMap::new(),
     };
     let parts = l.run();
     let mut diags = l.diags;
@@ -296,7 +295,6 @@ struct Lowerer<'a> {
     params: Rc<IndexMap<String, Value>>,
     steps: Vec<RawStep>,
     stage_names: Vec<String>,
-    edge_spans: HashMap<(usize, usize), Span>,
 }
 
 /// A template argument: its folded value and, for `command` parameters given
@@ -2398,32 +2396,28 @@ impl<'a> Lowerer<'a> {
                 .filter(|&i| !edges[i].iter().any(|(j, _)| members.contains(j)))
                 .collect();
             for (dep, span) in needs {
-                let dep_members: HashSet<usize> = stages[*dep].steps.iter().copied().collect();
-                let has_dependent_inside = |j: usize| {
-                    dep_members
-                        .iter()
-                        .any(|&k| edges[k].iter().any(|(x, _)| *x == j))
-                };
+                // Sinks: steps of the needed stage that no step of that stage needs.
+                let mut needed_inside = vec![false; self.steps.len()];
+                for &k in &stages[*dep].steps {
+                    for (x, _) in &edges[k] {
+                        needed_inside[*x] = true;
+                    }
+                }
                 let sinks: Vec<usize> = stages[*dep]
                     .steps
                     .iter()
                     .copied()
-                    .filter(|&j| !has_dependent_inside(j))
+                    .filter(|&j| !needed_inside[j])
                     .collect();
                 for &r in &roots {
-                    for &s in &sinks {
-                        edges[r].push((s, *span));
-                    }
+                    edges[r].extend(sinks.iter().map(|&s| (s, *span)));
                 }
             }
         }
         self.diags.extend(errors);
-        for (i, e) in edges.iter_mut().enumerate() {
-            let mut seen = HashSet::new();
-            e.retain(|(j, _)| seen.insert(*j));
-            for (j, s) in e.iter() {
-                self.edge_spans.insert((i, *j), *s);
-            }
+        for e in &mut edges {
+            e.sort_unstable_by_key(|(j, _)| *j);
+            e.dedup_by_key(|(j, _)| *j);
         }
         let names: Vec<String> = self.steps.iter().map(|r| r.step.id.clone()).collect();
         let cyclic = self.report_cycles(
