@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests the Vim runtime files headless: syntax groups and options on
 # test/sample.pipe, and indent on every shipped .pipe file (gg=G leaves it
-# unchanged, and re-indenting a copy with all indentation stripped gives the
+# unchanged, and re-indenting a copy with its indentation stripped gives the
 # file back). Needs vim with +syntax (apt-get install vim-nox).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,8 +32,8 @@ for f in "${files[@]}"; do
   run_vim "$f" -c 'normal! gg=G' -c "write! $tmp/same.pipe"
   if diff -u "$f" "$tmp/same.pipe" >"$tmp/diff"; then passed=$((passed + 1)); else
     failed=$((failed + 1)); echo "FAIL indent changes $f:"; cat "$tmp/diff"; fi
-  sed 's/^[[:space:]]*//' "$f" >"$tmp/flat.pipe"
-  run_vim "$tmp/flat.pipe" -c 'normal! gg=G' -c "write! $tmp/reindented.pipe"
+  cp "$f" "$tmp/flat.pipe"
+  run_vim "$tmp/flat.pipe" -c 'source test/flatten.vim' -c "write! $tmp/reindented.pipe"
   if diff -u "$f" "$tmp/reindented.pipe" >"$tmp/diff"; then passed=$((passed + 1)); else
     failed=$((failed + 1)); echo "FAIL re-indenting flattened $f:"; cat "$tmp/diff"; fi
 done

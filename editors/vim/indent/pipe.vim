@@ -83,11 +83,48 @@ function! s:Brackets(line) abort
   return [opened, leading, closed]
 endfunction
 
+function! s:HasSyntax() abort
+  return exists('g:syntax_on') && get(b:, 'current_syntax', '') ==# 'pipe'
+endfunction
+
 function! s:InString(lnum) abort
-  if !exists('g:syntax_on')
-    return 0
-  endif
-  return synIDattr(synID(a:lnum, 1, 1), 'name') =~# '^pipe\%(String\|Escape\|Quote\)$'
+  return s:HasSyntax() && synIDattr(synID(a:lnum, 1, 1), 'name') =~# '^pipe\%(String\|Escape\|Quote\|Interp\)'
+endfunction
+
+" Like s:Brackets, but asks the syntax items which brackets are code, so that
+" it is right on lines that start inside a multi-line string.
+function! s:SyntaxBrackets(lnum) abort
+  let line = getline(a:lnum)
+  let opened = 0
+  let leading = 0
+  let closed = 0
+  let seen_text = 0
+  for col in range(1, strlen(line))
+    let ch = line[col - 1]
+    if ch =~# '\s'
+      continue
+    endif
+    let name = synIDattr(synID(a:lnum, col, 0), 'name')
+    if name =~# '^pipe\%(String\|RawString\|Comment\|DocComment\|Todo\|Interp\|Quote\|Escape\)'
+      let seen_text = 1
+    elseif ch =~# '[{[(]'
+      let opened += 1
+      let seen_text = 1
+    elseif ch =~# '[}\])]'
+      if seen_text
+        let closed += 1
+      else
+        let leading += 1
+      endif
+    else
+      let seen_text = 1
+    endif
+  endfor
+  return [opened, leading, closed]
+endfunction
+
+function! s:LineBrackets(lnum) abort
+  return s:HasSyntax() ? s:SyntaxBrackets(a:lnum) : s:Brackets(getline(a:lnum))
 endfunction
 
 function! GetPipeIndent(lnum) abort
@@ -98,10 +135,20 @@ function! GetPipeIndent(lnum) abort
   if prev == 0
     return 0
   endif
-  let ind = indent(prev)
-  let [opened, _, closed] = s:Brackets(getline(prev))
-  let ind += shiftwidth() * ((opened - closed) > 0 ? 1 : (opened - closed) < 0 ? -1 : 0)
-  let [_, leading, _] = s:Brackets(getline(a:lnum))
+  " When the previous line ends a multi-line string, indent from the line
+  " where that string began and count the brackets of every line in between.
+  let start = prev
+  while start > 1 && s:InString(start)
+    let start = prevnonblank(start - 1)
+  endwhile
+  let ind = indent(start)
+  let net = 0
+  for lnum in range(start, prev)
+    let [opened, leading, closed] = s:LineBrackets(lnum)
+    let net += opened - closed - (lnum == start ? 0 : leading)
+  endfor
+  let ind += shiftwidth() * (net > 0 ? 1 : net < 0 ? -1 : 0)
+  let [_, leading, _] = s:LineBrackets(a:lnum)
   let ind -= shiftwidth() * (leading > 0 ? 1 : 0)
   return ind < 0 ? 0 : ind
 endfunction
