@@ -7,3 +7,4 @@ mod check;
 mod examples;
 mod graph;
 mod list;
+mod run;

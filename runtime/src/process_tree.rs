@@ -89,3 +89,15 @@ pub async fn kill_all(pgid: Option<i32>, token: &str, prefix: bool, bound: Durat
 pub fn any_alive(pgid: Option<i32>, token: &str) -> bool {
     !members(pgid, token, false).is_empty()
 }
+
+/// [`kill_all`] for callers outside the async runtime.
+pub fn kill_all_blocking(pgid: Option<i32>, token: &str, prefix: bool, bound: Duration) {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let n = signal_all(pgid, token, prefix, Signal::SIGKILL);
+        if n == 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

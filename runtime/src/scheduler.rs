@@ -128,6 +128,17 @@ pub fn token_base(store: &Store, run_id: i64) -> String {
     format!("{}-{run_id}/", &h[..8])
 }
 
+/// Kills every process a previous, crashed `pipe` left running for this run,
+/// so that none of them can finish a step behind the resumed run's back.
+pub fn kill_leftovers(store: &Store, run_id: i64) {
+    crate::process_tree::kill_all_blocking(
+        None,
+        &token_base(store, run_id),
+        true,
+        Duration::from_secs(5),
+    );
+}
+
 impl<'a> Scheduler<'a> {
     pub fn new(
         plan: &'a Plan,
@@ -174,11 +185,6 @@ impl<'a> Scheduler<'a> {
         resumed: bool,
     ) -> Result<(RunEnd, Option<String>), StateError> {
         let t0 = Instant::now();
-        if resumed {
-            // Processes a crashed pipe left behind must not finish a step twice.
-            crate::process_tree::kill_all(None, &self.token_base, true, Duration::from_secs(5))
-                .await;
-        }
         self.store
             .set_run_status(self.run_id, "running", None, false)?;
         self.sink.emit(&Event::RunStarted {

@@ -23,7 +23,7 @@ pub enum StateError {
     #[error("no run `{0}` in the state store (see `pipe runs`)")]
     NoSuchRun(String),
     #[error(
-        "run {run} is being resumed by another pipe (pid {holder}); wait for it or stop it first"
+        "run {run} is being executed by another pipe (pid {holder}); wait for it or stop it first"
     )]
     Locked { run: i64, holder: String },
 }

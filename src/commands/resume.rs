@@ -34,6 +34,9 @@ pub fn run(
         )));
     }
     let _lock = store.lock_run(record.id).map_err(fail)?;
+    // Holding the lock, no live pipe runs this run: whatever still carries its
+    // token was left by a crash.
+    pipe_runtime::scheduler::kill_leftovers(&store, record.id);
     let plan = replan(&record)?;
     let prior = store.steps(record.id).map_err(fail)?;
     let in_doubt: Vec<String> = prior

@@ -91,6 +91,10 @@ pub fn run(
             sources,
         })
         .map_err(|e| Failure::invalid(e.to_string()))?;
+    // Held while the run executes, so `pipe resume` cannot take it over.
+    let _lock = store
+        .lock_run(run_id)
+        .map_err(|e| Failure::invalid(e.to_string()))?;
     execute(project, &plan, &store, run_id, &[], false, exec)
 }
 

@@ -1,0 +1,622 @@
+//! `pipe run`, `resume`, `status` and `logs` against real processes and a real
+//! SQLite store. Every wait is bounded; timings come from real timestamps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::pipe_bin;
+
+struct Proj {
+    dir: tempfile::TempDir,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Proj {
+    fn new(pipeline: &str) -> Proj {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+        std::fs::write(dir.path().join("pipelines/p.pipe"), pipeline).expect("write");
+        Proj { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_KILL_GRACE_MS", "300")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args).spawn().expect("spawn pipe")
+    }
+
+    /// Runs `pipe` to the end, killing it (and failing) after `bound`.
+    fn run(&self, args: &[&str], bound: Duration) -> Ran {
+        finish(self.spawn(args), bound)
+    }
+
+    fn status_json(&self, run: Option<&str>) -> serde_json::Value {
+        let mut args = vec!["status", "--format", "json"];
+        args.extend(run);
+        let r = self.run(&args, Duration::from_secs(20));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("status json")
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+}
+
+fn finish(mut child: Child, bound: Duration) -> Ran {
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if t0.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pipe did not finish within {bound:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls `cond` every 20 ms for at most `bound`.
+fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < bound {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie has exited; only its parent has not reaped it yet.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+fn pids_in(p: &Path) -> Vec<i32> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn step<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {status}"))
+}
+
+/// Nanosecond timestamps a step wrote to `t/<name>.start` and `.end`.
+fn stamp(p: &Proj, name: &str, which: &str) -> u128 {
+    p.read(&format!("t/{name}.{which}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no {which} stamp for {name}"))
+}
+
+const STAMPED: &str =
+    "mkdir -p t; date +%s%N > t/$PIPE_STEP.start; sleep 0.4; date +%s%N > t/$PIPE_STEP.end";
+
+#[test]
+fn dag_order_and_parallelism_from_timestamps() {
+    let p = Proj::new(&format!(
+        r#"pipeline p {{
+  stage s {{
+    step a {{ run = "{STAMPED}" }}
+    step b {{ needs = [a]  run = "{STAMPED}" }}
+    step c {{ needs = [a]  run = "{STAMPED}" }}
+    step d {{ needs = [b, c]  run = "{STAMPED}" }}
+  }}
+}}
+"#
+    ));
+    let r = p.run(
+        &["run", "p", "--jobs", "2", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let (a_end, b_start, c_start) = (
+        stamp(&p, "s.a", "end"),
+        stamp(&p, "s.b", "start"),
+        stamp(&p, "s.c", "start"),
+    );
+    let (b_end, c_end, d_start) = (
+        stamp(&p, "s.b", "end"),
+        stamp(&p, "s.c", "end"),
+        stamp(&p, "s.d", "start"),
+    );
+    assert!(
+        b_start >= a_end && c_start >= a_end,
+        "b and c must wait for a"
+    );
+    assert!(d_start >= b_end.max(c_end), "d must wait for b and c");
+    assert!(
+        b_start < c_end && c_start < b_end,
+        "b and c must overlap at --jobs 2"
+    );
+    assert!(r.stdout.contains("[run 1] succeeded"), "{}", r.stdout);
+}
+
+#[test]
+fn jobs_limit_is_never_exceeded() {
+    // Each step bumps a counter under flock, records the maximum, sleeps, then decrements.
+    let body = r"flock c.lock sh -c 'n=$(( $(cat c 2>/dev/null || echo 0) + 1 )); echo $n > c; m=$(cat max 2>/dev/null || echo 0); [ $n -gt $m ] && echo $n > max; true'; sleep 0.2; flock c.lock sh -c 'echo $(( $(cat c) - 1 )) > c'";
+    let steps = (0..8)
+        .map(|i| {
+            format!(
+                "    step s{i} {{ run = \"{}\" }}\n",
+                body.replace('"', "\\\"")
+            )
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let p = Proj::new(&format!("pipeline p {{\n  stage s {{\n{steps}  }}\n}}\n"));
+    let r = p.run(
+        &["run", "p", "--jobs", "3", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let max: u32 = p.read("max").trim().parse().expect("max");
+    assert!(max <= 3, "{max} steps ran at once with --jobs 3");
+    assert!(max >= 2, "steps never overlapped (max {max})");
+    assert_eq!(p.read("c").trim(), "0");
+}
+
+const FAILING: &str = r#"pipeline p {
+  stage s {
+    step bad { run = "sleep 0.2; exit 4" }
+    step slow { run = "sleep 1.5; touch slow.done" }
+    step after { needs = [bad]  run = "touch after.done" }
+  }
+}
+"#;
+
+#[test]
+fn fail_fast_cancels_running_steps() {
+    let p = Proj::new(FAILING);
+    let r = p.run(
+        &["run", "p", "--jobs", "2", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("[s.bad] failed"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("exit code 4 (step at pipelines/p.pipe:3:5)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !p.path("slow.done").exists(),
+        "fail-fast must cancel `slow`"
+    );
+    assert!(!p.path("after.done").exists());
+    let st = p.status_json(None);
+    assert_eq!(st["status"], "failed");
+    assert_eq!(st["failed_step"], "s.bad");
+    assert_eq!(step(&st, "s.slow")["status"], "cancelled");
+}
+
+#[test]
+fn keep_going_runs_independent_branches() {
+    let p = Proj::new(FAILING);
+    let r = p.run(
+        &[
+            "run",
+            "p",
+            "--jobs",
+            "2",
+            "--keep-going",
+            "--output",
+            "plain",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        p.path("slow.done").exists(),
+        "keep-going must finish `slow`"
+    );
+    assert!(
+        !p.path("after.done").exists(),
+        "a step after a failure never runs"
+    );
+    let st = p.status_json(None);
+    assert_eq!(step(&st, "s.slow")["status"], "succeeded");
+}
+
+#[test]
+fn timeout_kills_grandchildren_including_setsid() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step t {
+      timeout = 1s
+      run = "sleep 3001 & echo $! >> pids; setsid sleep 3002 & echo $! >> pids; sh -c 'sleep 3003 & echo $! >> pids; wait' & sleep 3004"
+    }
+  }
+}
+"#,
+    );
+    let t0 = Instant::now();
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(r.stdout.contains("timed out after 1s"), "{}", r.stdout);
+    let pids = pids_in(&p.path("pids"));
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(
+        wait_for(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))),
+        "survivors: {:?}",
+        pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn retries_with_backoff_and_no_retry_of_127() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step flaky {
+      retry { attempts = 3  backoff = fixed(300ms) }
+      run = "date +%s%N >> times; n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; [ $n -ge 3 ]"
+    }
+    step missing {
+      retry { attempts = 3  backoff = fixed(10ms) }
+      run = "no-such-command-pipe-test"
+    }
+  }
+}
+"#,
+    );
+    let r = p.run(
+        &["run", "p", "--keep-going", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let st = p.status_json(None);
+    assert_eq!(step(&st, "s.flaky")["status"], "succeeded");
+    assert_eq!(step(&st, "s.flaky")["attempt"], 3);
+    assert_eq!(step(&st, "s.missing")["status"], "failed");
+    assert_eq!(
+        step(&st, "s.missing")["attempt"],
+        1,
+        "exit 127 is not retried"
+    );
+    let times: Vec<u128> = p
+        .read("times")
+        .lines()
+        .map(|l| l.parse().expect("ns"))
+        .collect();
+    assert_eq!(times.len(), 3);
+    for w in times.windows(2) {
+        let gap_ms = (w[1] - w[0]) / 1_000_000;
+        // 300 ms with ±20% jitter.
+        assert!(gap_ms >= 240, "retry came after {gap_ms} ms");
+    }
+    assert!(r.stdout.contains("retrying in"), "{}", r.stdout);
+}
+
+#[test]
+fn outputs_flow_between_steps_and_stdout_is_not_parsed() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step make {
+      run = "echo forged=1; echo digest=sha256:abc >> $PIPE_OUTPUT; printf 'notes<<END\nline one\nline two\nEND\n' >> $PIPE_OUTPUT"
+    }
+    step use {
+      needs = [make]
+      run = "printf '%s|%s' ${steps.make.outputs.digest} ${steps.make.outputs.notes} > got"
+    }
+  }
+}
+"#,
+    );
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(p.read("got"), "sha256:abc|line one\nline two");
+    let st = p.status_json(None);
+    let outputs = &step(&st, "s.make")["outputs"];
+    assert_eq!(outputs["digest"], "sha256:abc");
+    assert!(
+        outputs.get("forged").is_none(),
+        "stdout must not become outputs"
+    );
+}
+
+#[test]
+fn interpolated_params_cannot_inject() {
+    let payload =
+        "x\"; touch pwned1; echo \"$(touch pwned2)`touch pwned3`'; touch pwned4; '\ntouch pwned5";
+    let p = Proj::new(
+        r#"pipeline p {
+  param x: string = "safe"
+  stage s {
+    step show { run = "printf '%s' ${x} > got" }
+  }
+}
+"#,
+    );
+    let param = format!("x={payload}");
+    let r = p.run(
+        &["run", "p", "-p", &param, "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(p.read("got"), payload, "the value must arrive verbatim");
+    for i in 1..=5 {
+        assert!(
+            !p.path(&format!("pwned{i}")).exists(),
+            "pwned{i} was created"
+        );
+    }
+    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn kill_9_then_resume_runs_each_succeeded_step_once() {
+    let steps = (0..30)
+        .map(|i| {
+            let needs = if i >= 2 {
+                format!("needs = [n{}]  ", i - 2)
+            } else {
+                String::new()
+            };
+            format!(
+                "    step n{i} {{ {needs}run = \"mkdir -p m; echo x >> m/n{i}; sleep 0.1\" }}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let p = Proj::new(&format!("pipeline p {{\n  stage s {{\n{steps}  }}\n}}\n"));
+    let mut child = p.spawn(&["run", "p", "--jobs", "2", "--output", "plain"]);
+    let got_some = wait_for(Duration::from_secs(20), || {
+        std::fs::read_dir(p.path("m")).is_ok_and(|d| d.count() >= 8)
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(got_some, "the run never got going");
+    let before = p.status_json(Some("1"));
+    let succeeded: Vec<String> = before["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["status"] == "succeeded")
+        .map(|s| s["step"].as_str().expect("id").to_string())
+        .collect();
+    assert!(!succeeded.is_empty());
+    assert_eq!(before["status"], "running", "a killed run stays `running`");
+    let r = p.run(&["resume", "--output", "plain"], Duration::from_mins(1));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for id in &succeeded {
+        let name = id.trim_start_matches("s.");
+        assert_eq!(
+            p.read(&format!("m/{name}")),
+            "x\n",
+            "{id} ran again after resume"
+        );
+    }
+    let after = p.status_json(Some("1"));
+    assert_eq!(after["status"], "succeeded");
+    for i in 0..30 {
+        assert!(!p.read(&format!("m/n{i}")).is_empty(), "n{i} never ran");
+        assert_eq!(step(&after, &format!("s.n{i}"))["status"], "succeeded");
+    }
+    let again = p.run(&["resume", "1"], Duration::from_secs(20));
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("already succeeded"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn in_doubt_non_idempotent_step_needs_confirmation() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step deploy { idempotent = false  run = "echo $$ >> deployed; [ -e second ] || sleep 30" }
+  }
+}
+"#,
+    );
+    let mut child = p.spawn(&["run", "p", "--output", "plain"]);
+    let started = wait_for(Duration::from_secs(20), || p.path("deployed").exists());
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(started);
+    let r = p.run(&["resume"], Duration::from_secs(20));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("started and never finished"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("s.deploy (at pipelines/p.pipe:3:5)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--rerun-in-doubt"), "{}", r.stderr);
+    // The crashed run's process was killed by the resume, even though it refused.
+    let first = pids_in(&p.path("deployed"));
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(first[0])),
+        "orphan survived"
+    );
+    std::fs::write(p.path("second"), "").expect("write");
+    let r = p.run(
+        &["resume", "--rerun-in-doubt", "--output", "plain"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(pids_in(&p.path("deployed")).len(), 2);
+}
+
+#[test]
+fn resume_of_a_live_run_names_the_holder() {
+    let p = Proj::new(
+        "pipeline p {\n  stage s {\n    step a { run = \"touch started; sleep 30\" }\n  }\n}\n",
+    );
+    let child = p.spawn(&["run", "p", "--output", "plain"]);
+    assert!(wait_for(Duration::from_secs(20), || p
+        .path("started")
+        .exists()));
+    let r = p.run(&["resume", "1"], Duration::from_secs(20));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("by another pipe (pid {})", child.id())),
+        "{}",
+        r.stderr
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let r = finish(child, Duration::from_secs(20));
+    assert_eq!(
+        r.code, 130,
+        "SIGTERM is handled like Ctrl-C: {}{}",
+        r.stdout, r.stderr
+    );
+}
+
+#[test]
+fn sigint_cancels_and_leaves_no_process() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step long { run = "sleep 3011 & echo $! >> pids; setsid sleep 3012 & echo $! >> pids; sleep 3013" }
+  }
+}
+"#,
+    );
+    let child = p.spawn(&["run", "p", "--output", "plain"]);
+    assert!(wait_for(Duration::from_secs(20), || pids_in(
+        &p.path("pids")
+    )
+    .len()
+        == 2));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let r = finish(child, Duration::from_secs(20));
+    assert_eq!(r.code, 130, "{}{}", r.stdout, r.stderr);
+    let pids = pids_in(&p.path("pids"));
+    assert!(
+        wait_for(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))),
+        "survivors after Ctrl-C"
+    );
+    let st = p.status_json(None);
+    assert_eq!(st["status"], "interrupted");
+    assert_eq!(step(&st, "s.long")["status"], "cancelled");
+}
+
+#[test]
+fn corrupt_state_db_is_refused_and_kept() {
+    let p = Proj::new("pipeline p {\n  stage s {\n    step a { run = \"true\" }\n  }\n}\n");
+    std::fs::create_dir_all(p.path(".pipe")).expect("mkdir");
+    let junk = b"SQLite format 3\0 but truncated garbage".repeat(3);
+    std::fs::write(p.path(".pipe/state.db"), &junk).expect("write");
+    let r = p.run(&["run", "p"], Duration::from_secs(20));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("is corrupted or not a pipe state database"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(p.path(".pipe/state.db")).expect("read"), junk);
+}
+
+#[test]
+fn handlers_see_run_status_and_logs_are_kept() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step boom { run = "echo about to fail; exit 3"  on_failure = "echo cleaning >> cleaned" }
+  }
+  on failure { step alert { run = "echo ${run.status} ${run.failed_step} ${run.id} > alert" } }
+  on success { step yay { run = "touch yay" } }
+}
+"#,
+    );
+    let r = p.run(&["run", "p", "--output", "json"], Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(p.read("alert"), "failed s.boom 1\n");
+    assert_eq!(p.read("cleaned"), "cleaning\n");
+    assert!(!p.path("yay").exists());
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.first().expect("events")["event"], "run_started");
+    assert_eq!(events.last().expect("events")["event"], "run_finished");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "step_log" && e["line"] == "about to fail"));
+    let logs = p.run(&["logs", "1", "boom"], Duration::from_secs(20));
+    assert_eq!(logs.code, 0);
+    assert_eq!(logs.stdout, "about to fail\n");
+}
+
+#[test]
+fn unknown_executor_fails_with_its_location() {
+    let p = Proj::new(
+        "pipeline p {\n  stage s {\n    step img { image = \"alpine:3\"  run = \"true\" }\n  }\n}\n",
+    );
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(20));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("pipelines/p.pipe:3:5: no executor for `container` yet"),
+        "{}",
+        r.stdout
+    );
+}
