@@ -620,3 +620,50 @@ fn unknown_executor_fails_with_its_location() {
         r.stdout
     );
 }
+
+#[test]
+fn cache_hits_restore_outputs_and_misses_explain_why() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step build {
+      cache { inputs = ["src/**"] }
+      run = "echo x >> built; echo digest=$(cat src/a.txt) >> $PIPE_OUTPUT"
+    }
+    step use { needs = [build]  run = "echo ${steps.build.outputs.digest} >> used" }
+  }
+}
+"#,
+    );
+    std::fs::create_dir_all(p.path("src")).expect("mkdir");
+    std::fs::write(p.path("src/a.txt"), "one").expect("write");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "p", "--output", "plain"];
+        args.extend_from_slice(extra);
+        let r = p.run(&args, Duration::from_secs(30));
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        r.stdout
+    };
+    let first = run(&["--explain-cache"]);
+    assert!(
+        first.contains("[s.build] cache miss: no recorded success has this key (command, environment, key and 1 input file(s) hashed)"),
+        "{first}"
+    );
+    let second = run(&[]);
+    assert!(
+        second.contains("[s.build] cached: outputs restored from run 1"),
+        "{second}"
+    );
+    assert_eq!(p.read("built"), "x\n", "a cache hit must not run the step");
+    assert_eq!(
+        p.read("used"),
+        "one\none\n",
+        "outputs are restored on a hit"
+    );
+    std::fs::write(p.path("src/a.txt"), "two").expect("write");
+    run(&[]);
+    assert_eq!(p.read("built"), "x\nx\n", "a changed input is a miss");
+    run(&["--no-cache"]);
+    assert_eq!(p.read("built"), "x\nx\nx\n", "--no-cache always runs");
+    assert_eq!(p.read("used"), "one\none\ntwo\ntwo\n");
+}

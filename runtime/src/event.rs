@@ -38,6 +38,20 @@ pub enum Event {
         step: String,
         reason: String,
     },
+    /// Not run: a recorded success had the same cache key; its outputs were restored.
+    StepCached {
+        run: i64,
+        step: String,
+        key: String,
+        from_run: i64,
+    },
+    /// With `--explain-cache`: why a cacheable step runs.
+    CacheMiss {
+        run: i64,
+        step: String,
+        key: Option<String>,
+        reason: String,
+    },
     StepFinished {
         run: i64,
         step: String,

@@ -2,6 +2,7 @@
 //! dispatches steps to [`executor`]s, records every change in the [`state`]
 //! store before emitting an [`event`] about it. See docs/runtime.md.
 
+pub mod cache;
 pub mod event;
 pub mod executor;
 pub mod process_tree;

@@ -31,6 +31,10 @@ pub struct Options {
     pub keep_going: bool,
     /// Between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Ignore `cache` (`--no-cache`).
+    pub no_cache: bool,
+    /// Report why each cacheable step missed (`--explain-cache`).
+    pub explain_cache: bool,
 }
 
 /// How a run ended.
@@ -94,6 +98,7 @@ struct Slot {
     /// Set while its `on_failure` command runs, holding the final outcome.
     failing: Option<Outcome>,
     when_checked: bool,
+    cache_key: Option<String>,
 }
 
 enum Done {
@@ -115,6 +120,8 @@ pub struct Scheduler<'a> {
     stage_names: Vec<String>,
     interrupted: bool,
     killed: bool,
+    /// `--explain-cache` events found while preparing a step, emitted after.
+    explained: std::cell::RefCell<Vec<Event>>,
 }
 
 /// The prefix of the process token of every step of a run (see
@@ -159,6 +166,7 @@ impl<'a> Scheduler<'a> {
             stage_names: plan.stages().iter().map(|s| s.name.clone()).collect(),
             interrupted: false,
             killed: false,
+            explained: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -302,6 +310,7 @@ impl<'a> Scheduler<'a> {
                     remaining: 0,
                     failing: None,
                     when_checked: false,
+                    cache_key: None,
                 }
             })
             .collect();
@@ -357,7 +366,7 @@ impl<'a> Scheduler<'a> {
                                 groups.insert(g.clone());
                             }
                         }
-                        Started::Skipped => {
+                        Started::Skipped | Started::Cached => {
                             for &d in &dependents[i] {
                                 slots[d].remaining -= 1;
                                 if slots[d].remaining == 0 && slots[d].status == Status::Pending {
@@ -421,6 +430,9 @@ impl<'a> Scheduler<'a> {
                         s.outputs = outcome.outputs;
                         s.error = None;
                         self.record(step, s)?;
+                        if let Some(k) = &s.cache_key {
+                            self.store.cache_put(k, &step.id, self.run_id, &s.outputs)?;
+                        }
                         self.finished_event(step, s, true);
                         for &d in &dependents[i] {
                             slots[d].remaining -= 1;
@@ -558,10 +570,24 @@ impl<'a> Scheduler<'a> {
         run_vars: &IndexMap<String, Value>,
         f: impl FnOnce(&RunScope<'_>) -> T,
     ) -> T {
-        let mut views: Vec<StepView> = self.views.clone();
-        views.extend(steps.iter().zip(slots).map(|(st, sl)| view(st, sl)));
+        let find = |key: &str| -> Option<StepView> {
+            let by = |exact: bool| {
+                steps
+                    .iter()
+                    .zip(slots)
+                    .find(|(st, _)| if exact { st.id == key } else { st.name == key })
+                    .map(|(st, sl)| view(st, sl))
+                    .or_else(|| {
+                        self.views
+                            .iter()
+                            .find(|v| if exact { v.id == key } else { v.name == key })
+                            .cloned()
+                    })
+            };
+            by(true).or_else(|| by(false))
+        };
         let scope = RunScope {
-            steps: &views,
+            find: &find,
             stages: &self.stage_names,
             env,
             run: run_vars,
@@ -584,10 +610,12 @@ impl<'a> Scheduler<'a> {
         stop_rx: &watch::Receiver<Stop>,
     ) -> Result<Started, StateError> {
         let step = steps[i];
-        let loc = self.plan.location(step.span);
         let prepared = self.prepare(i, steps, slots, run_vars);
+        for e in self.explained.take() {
+            self.sink.emit(&e);
+        }
         let s = &mut slots[i];
-        let (job, executor) = match prepared {
+        let (job, executor, cache_key) = match prepared {
             Ok(Prepared::Skip(reason)) => {
                 s.status = Status::Skipped;
                 s.error = Some(reason.clone());
@@ -599,16 +627,35 @@ impl<'a> Scheduler<'a> {
                 });
                 return Ok(Started::Skipped);
             }
-            Ok(Prepared::Job(job, e)) => (job, e),
+            Ok(Prepared::Job(job, e, k)) => (job, e, k),
+            Ok(Prepared::Cached {
+                key,
+                from_run,
+                outputs,
+            }) => {
+                s.status = Status::Succeeded;
+                s.outputs = outputs;
+                s.error = None;
+                s.cache_key = None;
+                self.record(step, s)?;
+                self.sink.emit(&Event::StepCached {
+                    run: self.run_id,
+                    step: step.id.clone(),
+                    key,
+                    from_run,
+                });
+                return Ok(Started::Cached);
+            }
             Err(msg) => {
                 s.status = Status::Failed;
-                s.error = Some(format!("{loc}: {msg}"));
+                s.error = Some(format!("{}: {msg}", self.plan.location(step.span)));
                 self.record(step, s)?;
                 self.finished_event(step, &slots[i], false);
                 return Ok(Started::Failed);
             }
         };
         s.when_checked = true;
+        s.cache_key = cache_key;
         s.status = Status::Running;
         s.attempt = job.attempt;
         s.started_ms = Some(now_ms());
@@ -682,13 +729,46 @@ impl<'a> Scheduler<'a> {
                     inputs.insert(k.clone(), value(d)?);
                 }
             }
-            Ok(Some((command, vars, inputs)))
+            let user_key = match step.cache.as_ref().and_then(|c| c.key.as_ref()) {
+                Some(k) => Some(interpolate(&value(k)?, step.span).map_err(|e| e.message)?),
+                None => None,
+            };
+            Ok(Some((command, vars, inputs, user_key)))
         })?;
-        let Some((command, vars, inputs)) = out else {
+        let Some((command, vars, inputs, user_key)) = out else {
             return Ok(Prepared::Skip("`when` is false".into()));
         };
         if step.executor == "shell" && command.is_none() {
             return Err("a shell step needs a `run` command".into());
+        }
+        let mut cache_key = None;
+        if let (Some(spec), false) = (&step.cache, self.opts.no_cache) {
+            match crate::cache::compute(
+                &self.opts.root,
+                &step.id,
+                command.as_deref(),
+                &vars,
+                user_key.as_deref(),
+                &spec.inputs,
+            ) {
+                Ok(k) => match self.store.cache_get(&k.key).map_err(|e| e.to_string())? {
+                    Some((from_run, outputs)) => {
+                        return Ok(Prepared::Cached {
+                            key: k.key,
+                            from_run,
+                            outputs,
+                        })
+                    }
+                    None => {
+                        self.explain(step, Some(&k.key), format!(
+                            "no recorded success has this key (command, environment, key and {} input file(s) hashed)",
+                            k.files
+                        ));
+                        cache_key = Some(k.key);
+                    }
+                },
+                Err(e) => self.explain(step, None, format!("not cacheable: {e}")),
+            }
         }
         let attempt = slots[i].attempt + 1;
         let mut env_vars = vars;
@@ -714,7 +794,19 @@ impl<'a> Scheduler<'a> {
                 token: format!("{}{}/{attempt}", self.token_base, step.id),
             }),
             executor,
+            cache_key,
         ))
+    }
+
+    fn explain(&self, step: &PlanStep, key: Option<&str>, reason: String) {
+        if self.opts.explain_cache {
+            self.explained.borrow_mut().push(Event::CacheMiss {
+                run: self.run_id,
+                step: step.id.clone(),
+                key: key.map(str::to_string),
+                reason,
+            });
+        }
     }
 
     /// The variables of the step's `env` block: its file, then its `vars`,
@@ -837,13 +929,23 @@ impl<'a> Scheduler<'a> {
 }
 
 enum Prepared {
-    Job(Box<Job>, std::sync::Arc<dyn crate::executor::Executor>),
+    Job(
+        Box<Job>,
+        std::sync::Arc<dyn crate::executor::Executor>,
+        Option<String>,
+    ),
     Skip(String),
+    Cached {
+        key: String,
+        from_run: i64,
+        outputs: IndexMap<String, String>,
+    },
 }
 
 enum Started {
     Running,
     Skipped,
+    Cached,
     Failed,
 }
 

@@ -17,8 +17,11 @@ pub struct StepView {
     pub exit_code: Option<i32>,
 }
 
+/// Finds a step by id (`stage.name`) or, failing that, by bare name.
+pub type FindStep<'a> = &'a dyn Fn(&str) -> Option<StepView>;
+
 pub struct RunScope<'a> {
-    pub steps: &'a [StepView],
+    pub find: FindStep<'a>,
     pub stages: &'a [String],
     pub env: &'a IndexMap<String, String>,
     pub run: &'a IndexMap<String, Value>,
@@ -54,14 +57,13 @@ impl Scope for RunScope<'_> {
                 // `steps.stage.name` or `steps.name`, as lowering resolves them.
                 if let (Some(a), Some(b)) = (key(0), key(1)) {
                     if b != "outputs" && self.stages.iter().any(|s| s == a) {
-                        let id = format!("{a}.{b}");
-                        if let Some(s) = self.steps.iter().find(|s| s.id == id) {
-                            return Lookup::Found(Self::step_value(s), 2);
+                        if let Some(s) = (self.find)(&format!("{a}.{b}")) {
+                            return Lookup::Found(Self::step_value(&s), 2);
                         }
                     }
                 }
-                match key(0).and_then(|n| self.steps.iter().find(|s| s.name == n || s.id == n)) {
-                    Some(s) => Lookup::Found(Self::step_value(s), 1),
+                match key(0).and_then(|n| (self.find)(n)) {
+                    Some(s) => Lookup::Found(Self::step_value(&s), 1),
                     None => Lookup::Missing,
                 }
             }

@@ -113,6 +113,13 @@ CREATE TABLE IF NOT EXISTS steps (
   error TEXT,
   PRIMARY KEY (run_id, step_id)
 );
+CREATE TABLE IF NOT EXISTS cache (
+  key TEXT PRIMARY KEY,
+  step_id TEXT NOT NULL,
+  run_id INTEGER NOT NULL,
+  outputs TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
 ";
 
 impl Store {
@@ -368,6 +375,38 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(&e))
     }
 
+    /// The run and outputs of the recorded success with this cache key.
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheHit>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT run_id, outputs FROM cache WHERE key = ?1",
+                [key],
+                |r| {
+                    let o: String = r.get(1)?;
+                    Ok((r.get(0)?, serde_json::from_str(&o).unwrap_or_default()))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(&e))
+    }
+
+    /// Records a success under its cache key.
+    pub fn cache_put(
+        &self,
+        key: &str,
+        step_id: &str,
+        run: i64,
+        outputs: &IndexMap<String, String>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO cache (key, step_id, run_id, outputs, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, step_id, run, serde_json::to_string(outputs).unwrap_or_default(), now_ms()],
+            )
+            .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
     /// Takes the exclusive lock of a run (held until the guard drops); a second
     /// holder is refused with the pid of the first.
     pub fn lock_run(&self, run: i64) -> Result<RunLock, StateError> {
@@ -404,6 +443,9 @@ impl Store {
         }
     }
 }
+
+/// A recorded success: the run it happened in and its outputs.
+pub type CacheHit = (i64, IndexMap<String, String>);
 
 /// Holds a run's lock while alive.
 pub struct RunLock {

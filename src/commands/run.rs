@@ -23,6 +23,12 @@ pub struct ExecArgs {
     /// Run every branch that does not depend on a failure, instead of stopping at the first.
     #[arg(long)]
     pub keep_going: bool,
+    /// Run cacheable steps even when a recorded success matches.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Say why each cacheable step was or was not a cache hit.
+    #[arg(long)]
+    pub explain_cache: bool,
     /// Output format (`human` on a terminal; use `plain` or `json` in scripts).
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -115,6 +121,8 @@ pub fn execute(
         }),
         keep_going: exec.keep_going,
         grace: grace(),
+        no_cache: exec.no_cache,
+        explain_cache: exec.explain_cache,
     };
     if opts.jobs == 0 {
         return Err(Failure::invalid("--jobs must be at least 1"));

@@ -24,6 +24,15 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(format: Output) -> Self {
+        use std::io::IsTerminal as _;
+        // The summary table is for people: not on a pipe, nor in CI.
+        let format = if format == Output::Human
+            && (!std::io::stdout().is_terminal() || std::env::var_os("CI").is_some())
+        {
+            Output::Plain
+        } else {
+            format
+        };
         Renderer {
             format,
             finished: Vec::new(),
@@ -91,6 +100,20 @@ impl Sink for Renderer {
             Event::StepSkipped { step, reason, .. } => {
                 self.finished.push((step.clone(), "skipped".into(), 0, 0));
                 Self::line(&format!("[{step}] skipped: {reason}"));
+            }
+            Event::StepCached {
+                step,
+                key,
+                from_run,
+                ..
+            } => {
+                self.finished.push((step.clone(), "cached".into(), 0, 0));
+                Self::line(&format!(
+                    "[{step}] cached: outputs restored from run {from_run} (key {key})"
+                ));
+            }
+            Event::CacheMiss { step, reason, .. } => {
+                Self::line(&format!("[{step}] cache miss: {reason}"));
             }
             Event::StepFinished {
                 step,
