@@ -42,23 +42,61 @@ pub fn parse(file: FileId, text: &str) -> Result<Module, Vec<Diagnostic>> {
         .with_help("split the pipeline into several files and `import` them")]);
     }
     prescan(file, text)?;
-    let pairs = Grammar::parse(Rule::file, text).map_err(|e| vec![syntax_error(file, text, &e)])?;
-    let mut b = Builder {
-        file,
-        text,
-        errors: Vec::new(),
+    with_parse_stack(|| {
+        let pairs =
+            Grammar::parse(Rule::file, text).map_err(|e| vec![syntax_error(file, text, &e)])?;
+        let mut b = Builder {
+            file,
+            text,
+            errors: Vec::new(),
+        };
+        let module = b.module(pairs);
+        if b.errors.is_empty() {
+            Ok(module)
+        } else {
+            Err(b.errors)
+        }
+    })
+}
+
+/// Stack for one parse. pest's generated parser recurses about a dozen rules
+/// per bracket, with frames of ~100 KiB a level in debug builds, so even the
+/// [`MAX_NESTING`] levels the prescan allows overflow a 2 MiB thread (test
+/// threads, async workers). Only the pages touched are committed.
+const PARSE_STACK_BYTES: usize = 256 << 20;
+
+/// Runs `f` on a scoped thread with [`PARSE_STACK_BYTES`] of stack, or in
+/// place if no thread can be spawned.
+fn with_parse_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let f = std::sync::Mutex::new(Some(f));
+    // Runs `f` at most once: on the thread, or here if spawning failed.
+    let run = || {
+        f.lock()
+            .map_or(None, |mut g| g.take())
+            .map(|f| f())
+            .expect("the parse runs once")
     };
-    let module = b.module(pairs);
-    if b.errors.is_empty() {
-        Ok(module)
-    } else {
-        Err(b.errors)
-    }
+    std::thread::scope(|s| {
+        let spawned = std::thread::Builder::new()
+            .name("pipe-parse".into())
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn_scoped(s, run);
+        match spawned {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => run(),
+        }
+    })
 }
 
 /// Parses a lone expression (used by `-p` overrides and tests).
 pub fn parse_expr(file: FileId, text: &str) -> Result<Expr, Vec<Diagnostic>> {
     prescan(file, text)?;
+    with_parse_stack(|| parse_expr_unchecked(file, text))
+}
+
+fn parse_expr_unchecked(file: FileId, text: &str) -> Result<Expr, Vec<Diagnostic>> {
     let mut pairs =
         Grammar::parse(Rule::expr, text).map_err(|e| vec![syntax_error(file, text, &e)])?;
     let pair = pairs.next().expect("expr");
