@@ -18,7 +18,10 @@ use crate::value::{parse_duration, Type};
 /// before pest sees the text, so no input can exhaust the parser's stack.
 pub const MAX_NESTING: usize = 64;
 /// Expression trees deeper than this (long operator chains) are refused.
-pub const MAX_EXPR_DEPTH: usize = 256;
+/// Folding and evaluating recurse once per level; a tree this deep takes
+/// about 1 MiB of stack in a debug build, half a test thread's or a tokio
+/// worker's 2 MiB (200 levels overflowed one).
+pub const MAX_EXPR_DEPTH: usize = 100;
 /// Larger files are refused outright.
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -881,7 +884,7 @@ impl Builder<'_> {
                     .collect();
                 (Expr::new(ExprKind::Call(name, args), span), depth + 1)
             }
-            Rule::string => (self.string(p), 1),
+            Rule::string => self.string_depth(p),
             Rule::raw_string => (self.raw_string(&p), 1),
             Rule::duration => match parse_duration(p.as_str()) {
                 Some(ms) => (Expr::new(ExprKind::Duration(ms), span), 1),
@@ -960,6 +963,13 @@ impl Builder<'_> {
     }
 
     fn string(&mut self, p: Pair<'_, Rule>) -> Expr {
+        self.string_depth(p).0
+    }
+
+    /// A string and its depth: one more than its deepest interpolation, so
+    /// nested `"${"${...}"}"` count towards [`MAX_EXPR_DEPTH`] like brackets do.
+    fn string_depth(&mut self, p: Pair<'_, Rule>) -> (Expr, usize) {
+        let mut depth = 0;
         let span = self.span(&p);
         let mut parts: Vec<StrPart> = Vec::new();
         let push_lit = |parts: &mut Vec<StrPart>, s: &str| {
@@ -1003,12 +1013,17 @@ impl Builder<'_> {
                 }
                 Rule::interp => {
                     let inner = e.into_inner().next().expect("interp expr");
-                    parts.push(StrPart::Interp(self.expr(inner)));
+                    let (e, d) = self.expr_depth(inner);
+                    depth = depth.max(d);
+                    parts.push(StrPart::Interp(e));
                 }
                 _ => {}
             }
         }
-        Expr::new(ExprKind::Str(parts), span)
+        if depth + 1 > MAX_EXPR_DEPTH {
+            return (self.too_deep(span), 1);
+        }
+        (Expr::new(ExprKind::Str(parts), span), depth + 1)
     }
 }
 
