@@ -4,4 +4,6 @@
 mod common;
 
 mod analysis;
+mod critical;
+mod limits;
 mod parser;
