@@ -101,6 +101,9 @@ enum Command {
         /// Run again steps that started and never finished even if not idempotent.
         #[arg(long)]
         rerun_in_doubt: bool,
+        /// Continue with the current files even though they changed since the run started.
+        #[arg(long)]
+        replan: bool,
         #[command(flatten)]
         exec: commands::run::ExecArgs,
     },
@@ -199,8 +202,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Resume {
             run,
             rerun_in_doubt,
+            replan,
             exec,
-        } => commands::resume::run(&project, run.as_deref(), rerun_in_doubt, &exec),
+        } => commands::resume::run(&project, run.as_deref(), rerun_in_doubt, replan, &exec),
         Command::Runs { state, limit } => print(&commands::runs::run(&project, &state, limit)?),
         Command::Status { run, state, format } => print(&commands::status::run(
             &project,

@@ -667,3 +667,41 @@ fn cache_hits_restore_outputs_and_misses_explain_why() {
     assert_eq!(p.read("built"), "x\nx\nx\n", "--no-cache always runs");
     assert_eq!(p.read("used"), "one\none\ntwo\ntwo\n");
 }
+
+#[test]
+fn resume_refuses_changed_sources_unless_replan() {
+    let p = Proj::new(FAILING);
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    // Resuming from the snapshot runs the same failing command again.
+    let r = p.run(&["resume", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("[s.bad] failed"), "{}", r.stdout);
+    std::fs::write(
+        p.path("pipelines/p.pipe"),
+        FAILING.replace("exit 4", "exit 0"),
+    )
+    .expect("write");
+    let r = p.run(&["resume", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the sources of run 1 changed since it started:\n  pipelines/p.pipe: modified"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = p.run(
+        &["resume", "1", "--replan", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(p.path("after.done").exists() && p.path("slow.done").exists());
+    let st = p.status_json(Some("1"));
+    assert_eq!(st["status"], "succeeded");
+    assert_eq!(
+        step(&st, "s.bad")["attempt"],
+        3,
+        "attempts keep counting across resumes"
+    );
+}

@@ -239,6 +239,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a run's source snapshot (`pipe resume --replan`).
+    pub fn replace_sources(
+        &self,
+        run: i64,
+        sources: &Vec<(String, String)>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET sources = ?2, source_hash = ?3 WHERE id = ?1",
+                params![
+                    run,
+                    serde_json::to_string(sources).unwrap_or_default(),
+                    source_hash(sources)
+                ],
+            )
+            .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
     /// Writes a step's record (insert or replace).
     pub fn put_step(&self, run: i64, s: &StepRecord) -> Result<(), StateError> {
         self.conn

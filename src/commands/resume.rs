@@ -1,7 +1,8 @@
 //! `pipe resume [RUN]`: continues a run from the source snapshot stored with
 //! it. Succeeded steps never run again; a step that started and never
 //! finished ("in doubt") runs again only if it is idempotent, or with
-//! `--rerun-in-doubt`. A lock keeps two resumes of one run apart.
+//! `--rerun-in-doubt`. If the files changed since, it refuses unless
+//! `--replan`. A lock keeps two resumes of one run apart.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub fn run(
     project: &Project,
     run_arg: Option<&str>,
     rerun_in_doubt: bool,
+    replan: bool,
     exec: &ExecArgs,
 ) -> Result<(), Failure> {
     let store = exec.state.open_existing(project)?;
@@ -37,7 +39,26 @@ pub fn run(
     // Holding the lock, no live pipe runs this run: whatever still carries its
     // token was left by a crash.
     pipe_runtime::scheduler::kill_leftovers(&store, record.id);
-    let plan = replan(&record)?;
+    let changed = changed_sources(project, &record);
+    let plan = if changed.is_empty() {
+        plan_from_snapshot(&record)?
+    } else if replan {
+        let plan = plan_from_files(project, &record)?;
+        let sources = plan
+            .sources()
+            .files()
+            .map(|(_, f)| (f.name.clone(), f.text.to_string()))
+            .collect();
+        store.replace_sources(record.id, &sources).map_err(fail)?;
+        plan
+    } else {
+        return Err(Failure::invalid(format!(
+            "the sources of run {} changed since it started:\n  {}\n  help: `pipe resume {} --replan` continues with the current files (succeeded steps are matched by id), or restore the files",
+            record.id,
+            changed.join("\n  "),
+            record.id
+        )));
+    };
     let prior = store.steps(record.id).map_err(fail)?;
     let in_doubt: Vec<String> = prior
         .iter()
@@ -62,8 +83,61 @@ pub fn run(
     execute(project, &plan, &store, record.id, &prior, true, exec)
 }
 
+/// Project files of the snapshot that differ on disk now, with how.
+fn changed_sources(project: &Project, record: &pipe_runtime::state::RunRecord) -> Vec<String> {
+    record
+        .sources
+        .iter()
+        .filter(|(name, _)| !name.starts_with("std/"))
+        .filter_map(
+            |(name, text)| match std::fs::read_to_string(project.root.join(name)) {
+                Ok(now) if now == *text => None,
+                Ok(now) => {
+                    let (old, new) = (text.lines().count(), now.lines().count());
+                    Some(format!("{name}: modified ({old} lines then, {new} now)"))
+                }
+                Err(_) => Some(format!("{name}: removed or unreadable")),
+            },
+        )
+        .collect()
+}
+
+fn context(record: &pipe_runtime::state::RunRecord) -> Context {
+    Context {
+        git: Value::from_json(&record.context),
+        params: record.params.clone(),
+        target_env: record.env.clone(),
+    }
+}
+
+/// Lowers the run's pipeline from the current files, with the run's context.
+fn plan_from_files(
+    project: &Project,
+    record: &pipe_runtime::state::RunRecord,
+) -> Result<Plan, Failure> {
+    let paths: Vec<PathBuf> = record.roots.iter().map(|r| project.root.join(r)).collect();
+    let ws = project.load(&paths)?;
+    finish(&ws, record)
+}
+
+fn finish(ws: &Workspace, record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
+    if ws.diagnostics.iter().any(pipe_lang::Diagnostic::is_error) {
+        emit(&ws.diagnostics, &ws.sources);
+        return Err(Failure::silent(INVALID));
+    }
+    let Some((module, pl)) = ws.find_pipeline(&record.pipeline) else {
+        return Err(Failure::invalid(format!(
+            "run {}: its sources have no pipeline `{}`",
+            record.id, record.pipeline
+        )));
+    };
+    let (plan, diags) = lower(ws, module, pl, &context(record));
+    emit(&diags, &ws.sources);
+    plan.ok_or(Failure::silent(INVALID))
+}
+
 /// Lowers the run's pipeline again from its stored snapshot and context.
-fn replan(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
+fn plan_from_snapshot(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
     let files: IndexMap<String, String> = record.sources.iter().cloned().collect();
     let mut roots = Vec::new();
     for r in &record.roots {
@@ -76,24 +150,7 @@ fn replan(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
         roots.push((r.clone(), text.clone()));
     }
     let ws = Workspace::load(roots, &mut SnapshotLoader { files: &files });
-    if ws.diagnostics.iter().any(pipe_lang::Diagnostic::is_error) {
-        emit(&ws.diagnostics, &ws.sources);
-        return Err(Failure::silent(INVALID));
-    }
-    let ctx = Context {
-        git: Value::from_json(&record.context),
-        params: record.params.clone(),
-        target_env: record.env.clone(),
-    };
-    let Some((module, pl)) = ws.find_pipeline(&record.pipeline) else {
-        return Err(Failure::invalid(format!(
-            "run {}: its snapshot has no pipeline `{}`",
-            record.id, record.pipeline
-        )));
-    };
-    let (plan, diags) = lower(&ws, module, pl, &ctx);
-    emit(&diags, &ws.sources);
-    plan.ok_or(Failure::silent(INVALID))
+    finish(&ws, record)
 }
 
 /// Resolves imports the way the file-system loader does, from the snapshot.
