@@ -634,7 +634,7 @@ impl<'a> Lowerer<'a> {
             "pipe::type",
             format!("{what} expects {ty}, found {}", v.ty()),
             span,
-            format!("this is a {}", v.ty()),
+            format!("this is {}", a_type(&v.ty())),
         );
         if *ty == Type::Duration && matches!(v, Value::Int(_)) {
             d = d.with_help("write durations with a unit: `30s`, `5m`, `500ms`");
@@ -1722,7 +1722,7 @@ impl<'a> Lowerer<'a> {
                         "pipe::type",
                         format!("{what} expects {}, found {t}", p.ty.ty),
                         span,
-                        format!("this is a {t}"),
+                        format!("this is {}", a_type(&t)),
                     ));
                 }
             }
@@ -2474,6 +2474,16 @@ struct StageCtx {
     required: bool,
     when: Option<Deferrable>,
     handler: Option<HandlerKind>,
+}
+
+/// A type with its article, for labels: "a string", "an int".
+fn a_type(t: &Type) -> String {
+    let name = t.to_string();
+    if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {name}")
+    } else {
+        format!("a {name}")
+    }
 }
 
 fn to_deferrable(f: Folded) -> Deferrable {
