@@ -7,3 +7,4 @@ mod analysis;
 mod critical;
 mod limits;
 mod parser;
+mod snapshots;
