@@ -7,4 +7,5 @@ mod analysis;
 mod critical;
 mod limits;
 mod parser;
+mod properties;
 mod snapshots;
