@@ -130,6 +130,9 @@ enum Command {
         /// Which attempt (default: the last).
         #[arg(long)]
         attempt: Option<u32>,
+        /// Keep printing new lines until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         state: commands::run::StateArgs,
     },
@@ -216,13 +219,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             run,
             step,
             attempt,
+            follow,
             state,
         } => print(&commands::logs::run(
             &project,
             &state,
-            run.as_deref(),
-            step.as_deref(),
-            attempt,
+            &commands::logs::LogArgs {
+                run: run.as_deref(),
+                step: step.as_deref(),
+                attempt,
+                follow,
+            },
         )?),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
