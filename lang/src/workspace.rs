@@ -21,8 +21,9 @@ pub trait Loader {
 pub struct NoLoader;
 
 impl Loader for NoLoader {
-    fn load(&mut self, _from: &str, path: &str) -> Result<(String, String), String> {
-        Err(format!("cannot import `{path}` here"))
+    fn load(&mut self, _from: &str, _path: &str) -> Result<(String, String), String> {
+        // The caller prefixes "cannot import `<path>`: ".
+        Err("only the standard library (`std/...`) can be imported here".into())
     }
 }
 
