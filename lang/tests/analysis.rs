@@ -394,6 +394,38 @@ analysis!(
     ]
 );
 
+analysis!(
+    import_not_available,
+    "import \"lib/common.pipe\"\npipeline p {\n  stage s { step x { run = \"x\" } }\n}",
+    [
+        ("pipe::import", 7, 1, 8, "\"lib/common.pipe\"", "cannot import `lib/common.pipe`: only the standard library (`std/...`) can be imported here", None),
+    ]
+);
+
+analysis!(
+    ambiguous_step,
+    "pipeline p {\n  stage a { step x { run = \"x\" } }\n  stage b { step x { run = \"x\" } }\n  stage c { step y { run = \"y\", needs = [x] } }\n}",
+    [
+        ("pipe::ambiguous-step", 124, 4, 42, "x", "step name `x` is ambiguous: `a.x` or `b.x`", Some("qualify it with its stage: `stage.step`, or `steps[\"stage.step\"]`")),
+    ]
+);
+
+analysis!(
+    main_step_needs_handler_step,
+    "pipeline p {\n  stage s { step x { run = \"x\", needs = [alert] } }\n  on failure { step alert { run = \"a\" } }\n}",
+    [
+        ("pipe::needs", 54, 2, 42, "alert", "`alert` is a handler step; only other handler steps can need it", None),
+    ]
+);
+
+analysis!(
+    duplicate_handler,
+    "pipeline p {\n  stage s { step x { run = \"x\" } }\n  on failure { step a { run = \"a\" } }\n  on failure { step b { run = \"b\" } }\n}",
+    [
+        ("pipe::duplicate", 91, 4, 6, "failure", "`on failure` is declared twice", None),
+    ]
+);
+
 /// The secondary labels of the first diagnostic: (covered text, label).
 fn labels(src: &str) -> Vec<(String, String)> {
     let (_, diags) = check(src);
