@@ -10,10 +10,9 @@ sizes=("${@:-1000 5000}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-measure() { # label, command...
-  local out
-  out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
-  echo "$out"
+measure() { # command... -> "seconds peak_rss_kb"
+  /usr/bin/time -o "$work/time" -f '%e %M' "$@" >/dev/null 2>&1 || true
+  tail -1 "$work/time"
 }
 
 for n in "${sizes[@]}"; do

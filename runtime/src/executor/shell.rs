@@ -105,10 +105,23 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             }
         }
     };
-    // Whatever the step left behind (background jobs, `setsid` children) dies with it.
-    process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
-    for r in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    // Whatever the step left behind (background jobs, `setsid` children) dies
+    // with it. The group goes at once; the /proc scan for escaped descendants
+    // costs milliseconds, so after a normal exit it runs only when something
+    // still holds the step's stdout or stderr (a background job that also
+    // redirected its output and left the group is not caught: docs/runtime.md).
+    if let Some(g) = pgid {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), Signal::SIGKILL);
+    }
+    let readers = futures_join(readers);
+    tokio::pin!(readers);
+    let drained = ending.is_none()
+        && tokio::time::timeout(Duration::from_millis(50), &mut readers)
+            .await
+            .is_ok();
+    if !drained {
+        process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), readers).await;
     }
     let status = match status {
         Ok(s) => s,
@@ -186,6 +199,13 @@ async fn terminate(child: &mut tokio::process::Child, pgid: Option<i32>, job: &J
         }
     }
     process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
+}
+
+/// Waits for every reader task.
+async fn futures_join(readers: Vec<tokio::task::JoinHandle<()>>) {
+    for r in readers {
+        let _ = r.await;
+    }
 }
 
 async fn pump(
