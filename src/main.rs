@@ -5,6 +5,7 @@ mod commands;
 mod diagnostics;
 mod exit;
 mod git;
+mod lsp;
 mod project;
 mod render;
 
@@ -65,6 +66,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: commands::check::Format,
     },
+    /// Rewrite .pipe files in the canonical layout (default: every file under pipelines/).
+    Fmt {
+        /// Files or directories to format.
+        paths: Vec<PathBuf>,
+        /// Change nothing: list the files that would change and exit 1 if any would.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the language server on stdin and stdout (for editors).
+    Lsp,
     /// List pipelines, or one pipeline's params, stages and steps.
     List {
         /// A pipeline name or a path to a .pipe file.
@@ -180,6 +191,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let ctx = context(&project, &PlanArgs::default());
             commands::check::run(&project, &paths, format, &ctx)
         }
+        Command::Fmt { paths, check } => commands::fmt::run(&project, &paths, check),
+        Command::Lsp => lsp::serve(),
         Command::List { pipeline, plan } => {
             let ctx = context(&project, &plan);
             print(&commands::list::run(&project, pipeline.as_deref(), &ctx)?)

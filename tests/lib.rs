@@ -5,6 +5,8 @@ mod common;
 
 mod check;
 mod examples;
+mod fmt;
 mod graph;
 mod list;
+mod lsp;
 mod run;

@@ -7,6 +7,7 @@ pub mod critical;
 pub mod diagnostic;
 pub mod eval;
 pub mod fmt;
+pub mod format;
 pub mod functions;
 pub mod lower;
 pub mod parser;
