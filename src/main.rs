@@ -118,6 +118,8 @@ enum Command {
         #[command(flatten)]
         exec: commands::run::ExecArgs,
     },
+    /// Remove containers and networks left in the Docker Engine by runs that crashed.
+    Gc,
     /// List recorded runs, newest first.
     Runs {
         #[command(flatten)]
@@ -221,6 +223,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replan,
             exec,
         } => commands::resume::run(&project, run.as_deref(), rerun_in_doubt, replan, &exec),
+        Command::Gc => print(&commands::gc::run()?),
         Command::Runs { state, limit } => print(&commands::runs::run(&project, &state, limit)?),
         Command::Status { run, state, format } => print(&commands::status::run(
             &project,

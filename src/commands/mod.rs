@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod gc;
 pub mod fmt;
 pub mod graph;
 pub mod list;

@@ -39,6 +39,9 @@ pub fn run(
     // Holding the lock, no live pipe runs this run: whatever still carries its
     // token was left by a crash.
     pipe_runtime::scheduler::kill_leftovers(&store, record.id);
+    super::gc::for_resume(
+        pipe_runtime::scheduler::token_base(&store, record.id).trim_end_matches('/'),
+    );
     let changed = changed_sources(project, &record);
     let plan = if changed.is_empty() {
         plan_from_snapshot(&record)?

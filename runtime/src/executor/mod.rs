@@ -2,6 +2,11 @@
 //! `executor` name (`shell`, `docker.build`, ...). New executors plug in here
 //! without touching the scheduler.
 
+pub mod container;
+pub mod docker_build;
+pub mod docker_push;
+pub mod docker_run;
+pub mod services;
 pub mod shell;
 
 use std::collections::HashMap;
@@ -117,6 +122,11 @@ impl Registry {
             map: HashMap::new(),
         };
         r.register("shell", Arc::new(shell::Shell));
+        r.register("container", Arc::new(container::Container));
+        r.register("docker.build", Arc::new(docker_build::Build));
+        r.register("docker.import", Arc::new(docker_build::Import));
+        r.register("docker.push", Arc::new(docker_push::Push));
+        r.register("docker.run", Arc::new(docker_run::Run));
         r
     }
 
@@ -230,9 +240,9 @@ mod tests {
 
     #[test]
     fn unknown_executor_is_named() {
-        let Err(e) = Registry::builtin().get("docker.build") else {
-            panic!("docker.build has no executor yet");
+        let Err(e) = Registry::builtin().get("swarm") else {
+            panic!("swarm has no executor yet");
         };
-        assert!(e.contains("no executor for `docker.build` yet"), "{e}");
+        assert!(e.contains("no executor for `swarm` yet"), "{e}");
     }
 }

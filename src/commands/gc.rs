@@ -1,0 +1,50 @@
+//! `pipe gc`: removes the containers and networks that crashed runs left in
+//! the Docker Engine (a `pipe` killed with SIGKILL cannot clean up after
+//! itself). Only leftovers whose owning `pipe` process is gone are touched;
+//! live runs and `docker.run` containers stay. `pipe resume` runs the same
+//! cleanup for the run it resumes. See docs/docker.md.
+
+use pipe_runtime::docker::gc;
+
+use crate::exit::{Failure, RUN_FAILED};
+
+pub fn run() -> Result<String, Failure> {
+    let report = gc::collect_blocking(None).map_err(|e| Failure {
+        code: RUN_FAILED,
+        message: Some(e),
+    })?;
+    let mut out = String::new();
+    for c in &report.containers {
+        out.push_str(&format!("removed container {c}\n"));
+    }
+    for n in &report.networks {
+        out.push_str(&format!("removed network {n}\n"));
+    }
+    out.push_str(&format!(
+        "{} container(s) and {} network(s) removed; {} container(s) of live runs or `docker.run` left alone\n",
+        report.containers.len(),
+        report.networks.len(),
+        report.kept
+    ));
+    if !report.errors.is_empty() {
+        return Err(Failure {
+            code: RUN_FAILED,
+            message: Some(format!(
+                "{out}could not remove:\n  {}",
+                report.errors.join("\n  ")
+            )),
+        });
+    }
+    Ok(out)
+}
+
+/// The cleanup `pipe resume` does before it continues a run: that run's
+/// leftovers, quietly skipped when no Engine answers (a pipeline without
+/// containers needs none).
+pub fn for_resume(run_key: &str) {
+    if let Ok(report) = gc::collect_blocking(Some(run_key)) {
+        for c in &report.containers {
+            eprintln!("removed leftover container {c}");
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! Container steps, `docker.build`/`import`/`push` and `pipe gc` against the
+//! real Docker Engine (start it with `.ci/docker-up.sh`). Nothing is pulled:
+//! each test imports a busybox-static root filesystem as its base image.
+//! Every image a test makes has a unique name and is removed at its end;
+//! every wait is bounded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
+use bollard::Docker;
+
+use crate::common::pipe_bin;
+
+/// A project in a temp dir with a busybox rootfs at `rootfs/`, and the images
+/// it made (removed on drop).
+struct Proj {
+    dir: tempfile::TempDir,
+    /// A name unique to this test: images and steps carry it.
+    id: String,
+    images: Vec<String>,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn engine() -> Docker {
+    let d = Docker::connect_with_local_defaults().expect("docker client");
+    rt().block_on(d.negotiate_version())
+        .expect("the Docker Engine does not answer: run `bash .ci/docker-up.sh`")
+}
+
+impl Proj {
+    fn new(tag: &str) -> Proj {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let id = format!("pipetest-{tag}-{}-{nanos}", std::process::id());
+        let bin = dir.path().join("rootfs/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("rootfs/tmp")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("rootfs/etc")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("rootfs/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n",
+        )
+        .expect("passwd");
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
+            }
+        }
+        Proj {
+            dir,
+            id,
+            images: Vec::new(),
+        }
+    }
+
+    /// The base image reference of this test; the pipeline's `base` step imports it.
+    fn base(&mut self) -> String {
+        let r = format!("{}-base:1", self.id);
+        self.images.push(r.clone());
+        r
+    }
+
+    fn image(&mut self, name: &str) -> String {
+        let r = format!("{}-{name}", self.id);
+        self.images.push(r.clone());
+        r
+    }
+
+    /// Writes `pipelines/p.pipe`: a stage `base` importing the base image, then `body`.
+    fn pipeline(&mut self, body: &str) {
+        let base = self.base();
+        let text = format!(
+            "import \"std/docker\"\n\npipeline p {{\n  stage base {{\n    step import = docker.import {{ rootfs = \"rootfs\"  image = \"{base}\" }}\n  }}\n{body}}}\n"
+        );
+        self.write("pipelines/p.pipe", &text);
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_KILL_GRACE_MS", "1000")
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, args: &[&str], bound: Duration) -> Ran {
+        finish(self.cmd(args).spawn().expect("spawn pipe"), bound)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let r = self.run(&["status", "--format", "json"], Duration::from_secs(20));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("status json")
+    }
+
+    fn logs(&self, step: &str) -> String {
+        self.run(&["logs", "1", step], Duration::from_secs(20))
+            .stdout
+    }
+}
+
+impl Drop for Proj {
+    fn drop(&mut self) {
+        let d = engine();
+        let rt = rt();
+        for i in &self.images {
+            let _ = rt.block_on(d.remove_image(
+                i,
+                Some(RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+                None,
+            ));
+        }
+    }
+}
+
+fn finish(mut child: Child, bound: Duration) -> Ran {
+    let t0 = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if t0.elapsed() > bound {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "pipe did not finish within {bound:?}\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn step<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {status}"))
+}
+
+/// Containers (running or not) labelled with a step id of this project's run.
+fn containers_of(step_id: &str, dir: &Path) -> Vec<String> {
+    let _ = dir;
+    let d = engine();
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("dev.pipe.step={step_id}")],
+    )]);
+    rt().block_on(d.list_containers(Some(ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    })))
+    .expect("list containers")
+    .into_iter()
+    .filter_map(|c| c.id)
+    .collect()
+}
+
+/// Containers of this test: their step ids carry the unique project id.
+fn any_left(p: &Proj) -> Vec<String> {
+    let d = engine();
+    rt().block_on(d.list_containers(Some(ListContainersOptions {
+        all: true,
+        ..Default::default()
+    })))
+    .expect("list containers")
+    .into_iter()
+    .filter(|c| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get("dev.pipe.step"))
+            .is_some_and(|s| s.contains(&p.id))
+    })
+    .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+    .collect()
+}
+
+fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < bound {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+#[test]
+fn container_step_streams_output_sets_outputs_and_is_removed() {
+    let mut p = Proj::new("ctr");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+    step "{id}-a" {{
+      image = "{base}"
+      env   = {{ GREETING = "hello" }}
+      run   = "echo $GREETING from $(pwd); echo to-stderr >&2; echo answer=42 >> $PIPE_OUTPUT; touch made-in-container"
+    }}
+    step "{id}-b" {{
+      needs = ["{id}-a"]
+      image = "{base}"
+      user  = "1000"
+      run   = "echo running as $(id -u)"
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        p.path("made-in-container").exists(),
+        "the workspace is mounted at /workspace"
+    );
+    let a = p.logs(&format!("s.{id}-a"));
+    assert!(a.contains("hello from /workspace"), "{a}");
+    assert!(a.contains("to-stderr"), "{a}");
+    let b = p.logs(&format!("s.{id}-b"));
+    assert!(b.contains("running as 1000"), "{b}");
+    let st = p.status_json();
+    assert_eq!(step(&st, &format!("s.{id}-a"))["outputs"]["answer"], "42");
+    assert!(
+        any_left(&p).is_empty(),
+        "containers left: {:?}",
+        any_left(&p)
+    );
+}
+
+#[test]
+fn container_exit_code_is_the_step_result() {
+    let mut p = Proj::new("exit");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  run = \"echo before; exit 3\" }}\n  }}\n"
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 1, "{}", r.all());
+    let st = p.status_json();
+    let s = step(&st, &format!("s.{id}"));
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["exit_code"], 3, "{s}");
+    assert!(p.logs(&format!("s.{id}")).contains("before"));
+    assert!(any_left(&p).is_empty());
+}
+
+#[test]
+fn timeout_stops_and_removes_the_container() {
+    let mut p = Proj::new("tmo");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  timeout = 2s  run = \"echo started; sleep 300\" }}\n  }}\n"
+    ));
+    let t0 = Instant::now();
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let st = p.status_json();
+    let s = step(&st, &format!("s.{id}"));
+    assert_eq!(s["status"], "failed", "{st}");
+    assert!(
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("timed out after 2s")),
+        "{st}"
+    );
+    assert!(
+        any_left(&p).is_empty(),
+        "containers left: {:?}",
+        any_left(&p)
+    );
+}
+
+#[test]
+fn sigkill_of_pipe_leaves_a_container_that_gc_removes() {
+    let mut p = Proj::new("gc");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  run = \"sleep 300\" }}\n  }}\n"
+    ));
+    let mut child = p
+        .cmd(&["run", "p", "--output", "plain"])
+        .spawn()
+        .expect("spawn");
+    let sid = format!("s.{id}");
+    let started = wait_for(Duration::from_secs(60), || {
+        !containers_of(&sid, p.dir.path()).is_empty()
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(started, "the container step never started");
+    // Give a (wrongly) surviving cleanup the chance to run: the container must still be there.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        containers_of(&sid, p.dir.path()).len(),
+        1,
+        "SIGKILL cannot clean up"
+    );
+    let r = p.run(&["gc"], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains(&sid), "{}", r.all());
+    assert!(
+        containers_of(&sid, p.dir.path()).is_empty(),
+        "gc left the container"
+    );
+}
+
+#[test]
+fn gc_leaves_live_runs_alone() {
+    let mut p = Proj::new("live");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  run = \"sleep 300\" }}\n  }}\n"
+    ));
+    let mut child = p
+        .cmd(&["run", "p", "--output", "plain"])
+        .spawn()
+        .expect("spawn");
+    let sid = format!("s.{id}");
+    let started = wait_for(Duration::from_secs(60), || {
+        !containers_of(&sid, p.dir.path()).is_empty()
+    });
+    let r = p.run(&["gc"], Duration::from_secs(60));
+    let still = containers_of(&sid, p.dir.path()).len();
+    // SIGINT: the run cancels, stops and removes its container.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let done = finish(child, Duration::from_secs(60));
+    assert!(started, "the container step never started");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(still, 1, "gc removed a live run's container");
+    assert_eq!(done.code, 130, "{}", done.all());
+    assert!(
+        containers_of(&sid, p.dir.path()).is_empty(),
+        "Ctrl-C left the container"
+    );
+}
+
+#[test]
+fn build_with_args_target_and_dockerignore_then_push() {
+    let mut p = Proj::new("build");
+    let base = p.base();
+    let image = p.image("app");
+    let pushed = format!("127.0.0.1:5000/{}", p.id);
+    p.images.push(format!("{pushed}:v1"));
+    p.write(
+        "app/Dockerfile",
+        &format!(
+            "FROM {base} AS builder\nARG VERSION\nRUN echo \"version $VERSION\" > /version\n\nFROM {base} AS final\nCOPY --from=builder /version /version\nCOPY . /ctx\nRUN test ! -e /ctx/secret.txt && test -e /ctx/keep.txt\nLABEL org.example.name=app\nUSER 1000\nHEALTHCHECK --interval=5s CMD test -e /version\n\nFROM final AS broken\nRUN false\n"
+        ),
+    );
+    p.write("app/.dockerignore", "secret.txt\n");
+    p.write("app/secret.txt", "do not ship");
+    p.write("app/keep.txt", "ship");
+    p.pipeline(&format!(
+        r#"  stage build {{
+    needs = [base]
+    step app = docker.build {{
+      dockerfile = "app/Dockerfile"
+      context    = "app"
+      image      = "{image}"
+      tags       = ["v1", "{pushed}:v1"]
+      args       = {{ VERSION = "1.2.3" }}
+      labels     = {{ "org.example.version" = "1.2.3" }}
+      target     = "final"
+    }}
+    step check {{
+      needs = [app]
+      image = "{image}:v1"
+      run   = "cat /version"
+    }}
+    step push = docker.push {{
+      needs = [app]
+      image = "{pushed}:v1"
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(240));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(p.logs("build.check").contains("version 1.2.3"));
+    let st = p.status_json();
+    let out = &step(&st, "build.app")["outputs"];
+    let image_id = out["image_id"].as_str().expect("image_id");
+    assert!(image_id.starts_with("sha256:"), "{out}");
+    assert!(
+        out["size"]
+            .as_str()
+            .expect("size")
+            .parse::<u64>()
+            .expect("int")
+            > 100_000
+    );
+    assert_eq!(out["tags"], format!("{image}:v1 {pushed}:v1"));
+    let d = engine();
+    let img = rt()
+        .block_on(d.inspect_image(&format!("{image}:v1")))
+        .expect("inspect");
+    assert_eq!(img.id.as_deref(), Some(image_id));
+    let cfg = img.config.expect("config");
+    assert_eq!(cfg.user.as_deref(), Some("1000"));
+    let labels = cfg.labels.expect("labels");
+    assert_eq!(labels["org.example.version"], "1.2.3");
+    assert_eq!(labels["org.example.name"], "app");
+    let hc = cfg.healthcheck.expect("healthcheck").test.expect("test");
+    assert_eq!(hc, ["CMD-SHELL", "test -e /version"]);
+    let digest = step(&st, "build.push")["outputs"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    // The registry's own HTTP API lists the tag.
+    let tags = http_get(&format!("/v2/{}/tags/list", p.id));
+    assert!(tags.contains("\"v1\""), "{tags}");
+}
+
+#[test]
+fn failing_build_names_the_dockerfile_step() {
+    let mut p = Proj::new("fail");
+    let base = p.base();
+    let image = p.image("broken");
+    p.write(
+        "Dockerfile",
+        &format!("FROM {base}\n# comment\nRUN echo fine\nRUN echo about to fail && exit 7\n"),
+    );
+    p.pipeline(&format!(
+        "  stage build {{\n    needs = [base]\n    step app = docker.build {{ dockerfile = \"Dockerfile\"  image = \"{image}\" }}\n  }}\n"
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 1, "{}", r.all());
+    let all = r.all();
+    assert!(
+        all.contains("step 3/3 `RUN echo about to fail && exit 7` (Dockerfile line 4)"),
+        "{all}"
+    );
+    assert!(p.logs("build.app").contains("about to fail"));
+}
+
+#[test]
+fn services_are_reachable_by_name_and_removed_after() {
+    let mut p = Proj::new("svc");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+    step "{id}" {{
+      image = "{base}"
+      service web {{
+        image   = "{base}"
+        command = "mkdir -p /www && echo hello-from-sidecar > /www/index.html && httpd -f -p 8080 -h /www"
+        health  = "wget -q -O /dev/null http://127.0.0.1:8080/"
+      }}
+      run = "wget -q -O- http://web:8080/index.html"
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(p.logs(&format!("s.{id}")).contains("hello-from-sidecar"));
+    assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+#[test]
+fn a_service_that_never_becomes_healthy_fails_clearly() {
+    let mut p = Proj::new("sick");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+    step "{id}" {{
+      image = "{base}"
+      service db {{
+        image   = "{base}"
+        command = "sleep 300"
+        health  = "echo not ready; false"
+      }}
+      run = "echo must not run"
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("service `db` is unhealthy"), "{}", r.all());
+    assert!(r.all().contains("not ready"), "{}", r.all());
+    assert!(!p.logs(&format!("s.{id}")).contains("must not run"));
+    assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+/// A GET to the local registry (127.0.0.1:5000); the body.
+fn http_get(path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("127.0.0.1:5000")
+        .expect("the local registry is not up: run `bash .ci/docker-up.sh`");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:5000\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
