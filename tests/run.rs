@@ -712,7 +712,9 @@ fn logs_follow_prints_lines_until_the_run_ends() {
         "pipeline p {\n  stage s {\n    step tick { run = \"touch started; for i in 1 2 3 4; do echo tick $i; sleep 0.3; done\" }\n  }\n}\n",
     );
     let child = p.spawn(&["run", "p", "--output", "plain"]);
-    assert!(wait_for(Duration::from_secs(20), || p.path("started").exists()));
+    assert!(wait_for(Duration::from_secs(20), || p
+        .path("started")
+        .exists()));
     let follow = p.run(&["logs", "1", "tick", "--follow"], Duration::from_secs(20));
     let run = finish(child, Duration::from_secs(20));
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
