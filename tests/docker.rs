@@ -263,7 +263,7 @@ fn container_step_streams_output_sets_outputs_and_is_removed() {
   }}
 "#
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         p.path("made-in-container").exists(),
@@ -291,7 +291,7 @@ fn container_exit_code_is_the_step_result() {
     p.pipeline(&format!(
         "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  run = \"echo before; exit 3\" }}\n  }}\n"
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 1, "{}", r.all());
     let st = p.status_json();
     let s = step(&st, &format!("s.{id}"));
@@ -310,10 +310,10 @@ fn timeout_stops_and_removes_the_container() {
         "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  timeout = 2s  run = \"echo started; sleep 300\" }}\n  }}\n"
     ));
     let t0 = Instant::now();
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
-        t0.elapsed() < Duration::from_secs(60),
+        t0.elapsed() < Duration::from_mins(1),
         "took {:?}",
         t0.elapsed()
     );
@@ -346,7 +346,7 @@ fn sigkill_of_pipe_leaves_a_container_that_gc_removes() {
         .spawn()
         .expect("spawn");
     let sid = format!("s.{id}");
-    let started = wait_for(Duration::from_secs(60), || {
+    let started = wait_for(Duration::from_mins(1), || {
         !containers_of(&sid, p.dir.path()).is_empty()
     });
     child.kill().expect("kill -9");
@@ -359,7 +359,7 @@ fn sigkill_of_pipe_leaves_a_container_that_gc_removes() {
         1,
         "SIGKILL cannot clean up"
     );
-    let r = p.run(&["gc"], Duration::from_secs(60));
+    let r = p.run(&["gc"], Duration::from_mins(1));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains(&sid), "{}", r.all());
     assert!(
@@ -376,15 +376,15 @@ fn gc_leaves_live_runs_alone() {
     p.pipeline(&format!(
         "  stage s {{\n    needs = [base]\n    step \"{id}\" {{ image = \"{base}\"  run = \"sleep 300\" }}\n  }}\n"
     ));
-    let mut child = p
+    let child = p
         .cmd(&["run", "p", "--output", "plain"])
         .spawn()
         .expect("spawn");
     let sid = format!("s.{id}");
-    let started = wait_for(Duration::from_secs(60), || {
+    let started = wait_for(Duration::from_mins(1), || {
         !containers_of(&sid, p.dir.path()).is_empty()
     });
-    let r = p.run(&["gc"], Duration::from_secs(60));
+    let r = p.run(&["gc"], Duration::from_mins(1));
     let still = containers_of(&sid, p.dir.path()).len();
     // SIGINT: the run cancels, stops and removes its container.
     nix::sys::signal::kill(
@@ -392,7 +392,7 @@ fn gc_leaves_live_runs_alone() {
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("SIGINT");
-    let done = finish(child, Duration::from_secs(60));
+    let done = finish(child, Duration::from_mins(1));
     assert!(started, "the container step never started");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(still, 1, "gc removed a live run's container");
@@ -443,7 +443,7 @@ fn build_with_args_target_and_dockerignore_then_push() {
   }}
 "#
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(240));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(4));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(p.logs("build.check").contains("version 1.2.3"));
     let st = p.status_json();
@@ -496,7 +496,7 @@ fn failing_build_names_the_dockerfile_step() {
     p.pipeline(&format!(
         "  stage build {{\n    needs = [base]\n    step app = docker.build {{ dockerfile = \"Dockerfile\"  image = \"{image}\" }}\n  }}\n"
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 1, "{}", r.all());
     let all = r.all();
     assert!(
@@ -526,7 +526,7 @@ fn services_are_reachable_by_name_and_removed_after() {
   }}
 "#
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(p.logs(&format!("s.{id}")).contains("hello-from-sidecar"));
     assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
@@ -552,7 +552,7 @@ fn a_service_that_never_becomes_healthy_fails_clearly() {
   }}
 "#
     ));
-    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(120));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("service `db` is unhealthy"), "{}", r.all());
     assert!(r.all().contains("not ready"), "{}", r.all());
