@@ -1,8 +1,8 @@
 //! One module per subcommand.
 
 pub mod check;
-pub mod gc;
 pub mod fmt;
+pub mod gc;
 pub mod graph;
 pub mod list;
 pub mod logs;

@@ -88,9 +88,7 @@ pub async fn connect() -> Result<Docker, String> {
 
 /// A client for requests that last as long as a step (wait, follow logs).
 pub fn long(docker: &Docker) -> Docker {
-    docker
-        .clone()
-        .with_timeout(Duration::from_hours(30 * 24))
+    docker.clone().with_timeout(Duration::from_hours(30 * 24))
 }
 
 /// The run key of a job: `<state hash>-<run id>` (its token up to the first `/`).
