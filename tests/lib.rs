@@ -8,6 +8,7 @@ mod docker;
 mod examples;
 mod fmt;
 mod graph;
+mod http;
 mod list;
 mod lsp;
 mod run;

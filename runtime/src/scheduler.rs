@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Sink};
 use crate::executor::{Ending, Io, Job, LogLine, Outcome, Registry, Stop};
+use crate::retry::Class;
 use crate::scope::{RunScope, StepView};
 use crate::state::{now_ms, StateError, StepRecord, Store};
 
@@ -982,8 +983,9 @@ async fn sleep_until(t: Option<Instant>) {
 
 /// The delay before the next attempt, or `None` when the failure is final:
 /// no retry policy, attempts used up, a permanent error (exit 126/127, a
-/// configuration error), a class the policy's `on` does not list, the
-/// `max_elapsed` budget spent, or the run is stopping.
+/// configuration error, a failure its executor classed permanent), a class
+/// the policy's `on` does not list, the `max_elapsed` budget spent, or the
+/// run is stopping. The delay itself comes from [`crate::retry::next_delay`].
 fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Option<Duration> {
     let policy = step.retry.as_ref()?;
     if stopping
@@ -993,6 +995,7 @@ fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Opt
             Ending::Error | Ending::Cancelled | Ending::Succeeded
         )
         || matches!(o.exit_code, Some(126 | 127))
+        || o.class == Some(Class::Permanent)
     {
         return None;
     }
@@ -1001,7 +1004,10 @@ fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Opt
             Value::Int(c) => o.exit_code.map(i64::from) == Some(*c),
             Value::Str(s) => match s.as_str() {
                 "timeout" => o.ending == Ending::TimedOut,
-                "failure" | "exit" | "transient" => o.ending == Ending::Failed,
+                "failure" | "exit" => o.ending == Ending::Failed,
+                "transient" => {
+                    o.ending == Ending::Failed || matches!(o.class, Some(Class::Transient { .. }))
+                }
                 _ => false,
             },
             _ => false,
@@ -1010,47 +1016,13 @@ fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Opt
             return None;
         }
     }
-    let delay = backoff_delay(policy.backoff, slot.attempt);
-    if let (Some(max), Some(first)) = (policy.max_elapsed_ms, slot.first_start) {
-        if first.elapsed() + delay > Duration::from_millis(max) {
-            return None;
-        }
-    }
-    Some(delay)
+    let elapsed = slot.first_start.map_or(Duration::ZERO, |f| f.elapsed());
+    crate::retry::next_delay(policy, slot.attempt, elapsed, o.class)
 }
 
-/// The delay after failed attempt `n` (1-based), with up to ±20% jitter,
-/// never above the policy's cap.
+/// The delay after failed attempt `n` (1-based); see [`crate::retry::backoff`].
 pub fn backoff_delay(b: Backoff, n: u32) -> Duration {
-    let n = n.max(1);
-    let (base, cap) = match b {
-        Backoff::Fixed { delay_ms } => (delay_ms, delay_ms),
-        Backoff::Exponential { base_ms, max_ms } => (
-            base_ms.saturating_mul(1u64 << (n - 1).min(32)).min(max_ms),
-            max_ms,
-        ),
-        Backoff::Linear { base_ms, max_ms } => {
-            (base_ms.saturating_mul(u64::from(n)).min(max_ms), max_ms)
-        }
-    };
-    if base == 0 {
-        return Duration::ZERO;
-    }
-    let jitter = (base as f64 * 0.2 * (2.0 * random_unit() - 1.0)) as i64;
-    let ms = (base as i64 + jitter).max(0) as u64;
-    Duration::from_millis(ms.min(cap.max(base)))
-}
-
-/// A cheap random number in [0, 1) for jitter (not for anything secret).
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    crate::retry::backoff(b, n)
 }
 
 #[cfg(test)]
@@ -1064,10 +1036,9 @@ mod tests {
             max_ms: 1000,
         };
         for _ in 0..50 {
-            let d1 = backoff_delay(e, 1).as_millis();
-            assert!((80..=120).contains(&d1), "{d1}");
-            let d3 = backoff_delay(e, 3).as_millis();
-            assert!((320..=480).contains(&d3), "{d3}");
+            // Full jitter: anywhere below the ceiling of the attempt.
+            assert!(backoff_delay(e, 1).as_millis() <= 100);
+            assert!(backoff_delay(e, 3).as_millis() <= 400);
             assert!(backoff_delay(e, 10).as_millis() <= 1000);
             let l = backoff_delay(
                 Backoff::Linear {

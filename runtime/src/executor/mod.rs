@@ -74,6 +74,9 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub outputs: IndexMap<String, String>,
     pub error: Option<String>,
+    /// How a failure should be retried, when the executor knows better than
+    /// its ending (a 503 with `Retry-After`, a 404). `None`: by the ending.
+    pub class: Option<crate::retry::Class>,
 }
 
 impl Outcome {
@@ -83,6 +86,22 @@ impl Outcome {
             exit_code: None,
             outputs: IndexMap::new(),
             error: Some(message.into()),
+            class: None,
+        }
+    }
+
+    /// A failed attempt, retried as `class` says.
+    pub fn failed(
+        ending: Ending,
+        message: impl Into<String>,
+        class: Option<crate::retry::Class>,
+    ) -> Outcome {
+        Outcome {
+            ending,
+            exit_code: None,
+            outputs: IndexMap::new(),
+            error: Some(message.into()),
+            class,
         }
     }
 }
@@ -122,6 +141,7 @@ impl Registry {
             map: HashMap::new(),
         };
         r.register("shell", Arc::new(shell::Shell));
+        crate::http::register(&mut r);
         r.register("container", Arc::new(container::Container));
         r.register("docker.build", Arc::new(docker_build::Build));
         r.register("docker.import", Arc::new(docker_build::Import));

@@ -145,6 +145,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             exit_code,
             outputs: indexmap::IndexMap::new(),
             error: Some(what),
+            class: None,
         };
     }
     if !status.success() {
@@ -158,6 +159,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
                 Some(c) => format!("exit code {c}"),
                 None => "ended without an exit code".to_string(),
             }),
+            class: None,
         };
     }
     let text = std::fs::read_to_string(&job.output_path).unwrap_or_default();
@@ -167,12 +169,14 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             exit_code,
             outputs,
             error: None,
+            class: None,
         },
         Err(e) => Outcome {
             ending: Ending::Error,
             exit_code,
             outputs: indexmap::IndexMap::new(),
             error: Some(format!("$PIPE_OUTPUT: {e}")),
+            class: None,
         },
     }
 }
