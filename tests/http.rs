@@ -772,3 +772,62 @@ fn prom_query_compares_the_value() {
     assert_has(&ran, "`sum(rate(errors[5m]))` is 0.02, not above 0.5");
     assert_has(&ran, "rejected `(`: parse error (bad_data)");
 }
+
+#[test]
+fn failure_handler_notifies_with_run_context() {
+    let srv = Server::start(|_, _| reply(200, "ok"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    let text = format!(
+        r#"import "std/notify"
+
+pipeline p {{
+  stage s {{
+    step bad {{ run = "exit 3" }}
+  }}
+  on failure {{
+    step alert = notify.slack {{
+      webhook = "{}"
+      text    = "release failed at ${{run.failed_step}}"
+      fields  = {{ status = run.status }}
+    }}
+  }}
+}}
+"#,
+        srv.url("/services/T1/B1/0123456789abcdef")
+    );
+    std::fs::write(dir.path().join("pipelines/p.pipe"), text).expect("write");
+    let out = run_bounded(
+        std::process::Command::new(pipe_bin())
+            .args(["run", "p", "--output", "plain"])
+            .current_dir(dir.path())
+            .env_remove("PIPE_STATE_DIR"),
+        Duration::from_mins(1),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let hits = srv.hits();
+    assert_eq!(hits.len(), 1, "{out:?}");
+    let p: serde_json::Value = serde_json::from_str(&hits[0].body).expect("json");
+    assert_eq!(p["text"], "release failed at s.bad");
+    assert_eq!(p["blocks"][1]["fields"][0]["text"], "*status*\nfailed");
+}
+
+#[test]
+fn step_timeout_bounds_an_http_wait() {
+    let srv = Server::start(|_, _| reply(503, "not yet"));
+    let t0 = Instant::now();
+    let ran = run_steps(
+        &format!(
+            "    step up = http.wait {{ url = \"{}\"  interval = 100ms  within = 1m  timeout = 1s }}",
+            srv.url("/health")
+        ),
+        &[],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.out);
+    assert_has(&ran, "timed out after 1s");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the step timeout did not fire"
+    );
+    assert!(srv.hits().len() >= 2, "it polled before the timeout");
+}
