@@ -831,3 +831,102 @@ fn step_timeout_bounds_an_http_wait() {
     );
     assert!(srv.hits().len() >= 2, "it polled before the timeout");
 }
+
+/// A Prometheus server (Debian's `prometheus` package) on 127.0.0.1,
+/// scraping `target` every second; killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: api\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian package `prometheus`, installed by .ci/run)");
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Ready, and the target scraped at least once.
+        let t0 = Instant::now();
+        loop {
+            let up = get(port, "/api/v1/query?query=up%7Bjob%3D%22api%22%7D");
+            if up.contains(r#""value":["#) && up.contains(r#""1"]"#) {
+                return p;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "prometheus not scraping: {up}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET, for the test's own polling.
+fn get(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn prom_query_against_a_real_prometheus() {
+    let metrics = Server::start(|_, _| {
+        reply(
+            200,
+            "# TYPE http_requests_total counter\nhttp_requests_total{status=\"200\"} 97\nhttp_requests_total{status=\"503\"} 3\n",
+        )
+    });
+    let prom = Prometheus::start(metrics.port);
+    let ran = run_steps(
+        &format!(
+            r#"    step ratio = prom.query {{ server = "http://127.0.0.1:{port}"  query = "sum(http_requests_total{{status=~\"5..\"}}) / sum(http_requests_total)"  below = 0.05 }}
+    step strict = prom.query {{ server = "http://127.0.0.1:{port}"  query = "sum(http_requests_total{{status=~\"5..\"}}) / sum(http_requests_total)"  below = 0.01 }}
+    step typo = prom.query {{ server = "http://127.0.0.1:{port}"  query = "sum(" }}"#,
+            port = prom.port
+        ),
+        &[],
+    );
+    assert_eq!(ran.code, 1, "{}", ran.out);
+    assert_eq!(ran.output("s.ratio", "value"), "0.03");
+    assert_has(&ran, "is 0.03, not below 0.01");
+    assert_has(&ran, "rejected `sum(`");
+    assert_has(&ran, "(bad_data)");
+}
