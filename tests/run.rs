@@ -609,13 +609,13 @@ fn handlers_see_run_status_and_logs_are_kept() {
 #[test]
 fn unknown_executor_fails_with_its_location() {
     let p = Proj::new(
-        "pipeline p {\n  stage s {\n    step img { image = \"alpine:3\"  run = \"true\" }\n  }\n}\n",
+        "import \"std/deploy\"\npipeline p {\n  stage s {\n    step d = deploy.container { image = \"x\"  service = \"s\"  version = \"1\" }\n  }\n}\n",
     );
     let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(20));
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout
-            .contains("pipelines/p.pipe:3:5: no executor for `container` yet"),
+            .contains("pipelines/p.pipe:4:5: no executor for `deploy.container` yet"),
         "{}",
         r.stdout
     );

@@ -47,11 +47,7 @@ pub fn lower_ok(src: &str) -> Plan {
 
 /// 1-based line and column of a byte offset in `src`.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    SourceFile {
-        name: FILE.into(),
-        text: src.into(),
-    }
-    .line_col(offset)
+    SourceFile::new(FILE, src).line_col(offset)
 }
 
 /// One row of a span table: where a node starts, and what it is and covers.

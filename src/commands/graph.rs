@@ -258,41 +258,89 @@ fn stage_id(name: &str) -> String {
     )
 }
 
+#[derive(serde::Serialize)]
+struct JsonGraph<'p> {
+    pipeline: &'p str,
+    env: Option<&'p str>,
+    params: &'p indexmap::IndexMap<String, pipe_lang::Value>,
+    length_ms: u64,
+    critical_path: Vec<&'p str>,
+    stages: &'p [pipe_lang::plan::StageInfo],
+    steps: Vec<JsonStep<'p>>,
+    handlers: Vec<JsonHandler<'p>>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonStep<'p> {
+    id: &'p str,
+    stage: &'p str,
+    name: &'p str,
+    executor: &'p str,
+    template: Option<&'p str>,
+    needs: Vec<&'p str>,
+    environment: Option<&'p str>,
+    estimate_ms: u64,
+    earliest_start_ms: u64,
+    latest_start_ms: u64,
+    slack_ms: u64,
+    critical: bool,
+    location: String,
+}
+
+#[derive(serde::Serialize)]
+struct JsonHandler<'p> {
+    id: &'p str,
+    on: Option<pipe_lang::ast::HandlerKind>,
+    executor: &'p str,
+}
+
+/// Serialised straight from borrowed fields: a 10,000-step plan with its
+/// edges is megabytes of JSON, and an intermediate `serde_json::Value` tree
+/// would triple the memory.
 pub fn json(plan: &Plan, sched: &Schedule) -> String {
-    let steps: Vec<serde_json::Value> = plan
+    let steps = plan
         .steps()
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let t = &sched.steps[i];
-            serde_json::json!({
-                "id": s.id,
-                "stage": s.stage,
-                "name": s.name,
-                "executor": s.executor,
-                "template": s.template,
-                "needs": s.needs.iter().map(|&n| plan.step(n).id.as_str()).collect::<Vec<_>>(),
-                "environment": s.environment,
-                "estimate_ms": t.duration_ms,
-                "earliest_start_ms": t.earliest_start_ms,
-                "latest_start_ms": t.latest_start_ms,
-                "slack_ms": t.slack_ms,
-                "critical": t.critical,
-                "location": plan.location(s.span),
-            })
+        .zip(&sched.steps)
+        .map(|(s, t)| JsonStep {
+            id: &s.id,
+            stage: &s.stage,
+            name: &s.name,
+            executor: &s.executor,
+            template: s.template.as_deref(),
+            needs: s.needs.iter().map(|&n| plan.step(n).id.as_str()).collect(),
+            environment: s.environment.as_deref(),
+            estimate_ms: t.duration_ms,
+            earliest_start_ms: t.earliest_start_ms,
+            latest_start_ms: t.latest_start_ms,
+            slack_ms: t.slack_ms,
+            critical: t.critical,
+            location: plan.location(s.span),
         })
         .collect();
-    let v = serde_json::json!({
-        "pipeline": plan.pipeline,
-        "env": plan.target_env,
-        "params": plan.params,
-        "length_ms": sched.length_ms,
-        "critical_path": sched.path.iter().map(|&i| plan.step(i).id.as_str()).collect::<Vec<_>>(),
-        "stages": plan.stages(),
-        "steps": steps,
-        "handlers": plan.handlers().iter().map(|h| serde_json::json!({"id": h.id, "on": h.handler, "executor": h.executor})).collect::<Vec<_>>(),
-    });
-    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    let graph = JsonGraph {
+        pipeline: &plan.pipeline,
+        env: plan.target_env.as_deref(),
+        params: &plan.params,
+        length_ms: sched.length_ms,
+        critical_path: sched
+            .path
+            .iter()
+            .map(|&i| plan.step(i).id.as_str())
+            .collect(),
+        stages: plan.stages(),
+        steps,
+        handlers: plan
+            .handlers()
+            .iter()
+            .map(|h| JsonHandler {
+                id: &h.id,
+                on: h.handler,
+                executor: &h.executor,
+            })
+            .collect(),
+    };
+    let mut s = serde_json::to_string_pretty(&graph).unwrap_or_default();
     s.push('\n');
     s
 }
