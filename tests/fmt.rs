@@ -89,10 +89,10 @@ fn syntax_error_is_reported_and_the_file_left_alone() {
 }
 
 #[test]
-fn shipped_pipelines_are_formatted() {
+fn shipped_files_are_formatted() {
     let (code, stdout, stderr) = pipe(
         &crate::common::repo_root(),
-        &["fmt", "--check", "pipelines"],
+        &["fmt", "--check", "pipelines", "stdlib", "examples"],
     );
     assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
 }
