@@ -721,3 +721,108 @@ fn logs_follow_prints_lines_until_the_run_ends() {
     assert_eq!(follow.code, 0, "{}", follow.stderr);
     assert_eq!(follow.stdout, "tick 1\ntick 2\ntick 3\ntick 4\n");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_are_masked_in_every_form_everywhere() {
+    const SECRET: &str = "s3cr3t value/42!";
+    // Raw, base64, hex, URL-encoded, one byte per write, and as a step output.
+    let script = r#"
+printf '%s\n' "raw: $TOKEN"
+printf %s "$TOKEN" | base64
+printf %s "$TOKEN" | od -An -tx1 | tr -d ' \n'; echo
+s=$TOKEN; enc=
+while [ -n "$s" ]; do
+  c=${s%"${s#?}"}; s=${s#?}
+  case $c in
+    [A-Za-z0-9._~-]) enc="$enc$c" ;;
+    *) enc="$enc$(printf '%%%02X' "'$c")" ;;
+  esac
+done
+echo "url: $enc"
+s=$TOKEN
+while [ -n "$s" ]; do
+  printf %s "${s%"${s#?}"}"; s=${s#?}
+done
+echo
+printf '%s\n' "err: $TOKEN" >&2
+echo "token=$TOKEN" >> "$PIPE_OUTPUT"
+"#;
+    let p = Proj::new(
+        "pipeline p {\n  stage s {\n    step show {\n      env = { TOKEN = secrets.PIPE_TEST_TOKEN }\n      run = \"sh show.sh\"\n    }\n  }\n}\n",
+    );
+    std::fs::write(p.path("show.sh"), script).expect("write");
+    let hex = "7333637233742076616c75652f343221";
+    let forms = [
+        SECRET.to_string(),
+        "czNjcjN0IHZhbHVlLzQyIQ".to_string(),
+        hex.to_string(),
+        hex.to_uppercase(),
+        "s3cr3t%20value%2F42%21".to_string(),
+    ];
+    let leaks = |what: &str, text: &[u8]| {
+        let text = String::from_utf8_lossy(text);
+        for f in &forms {
+            assert!(!text.contains(f.as_str()), "{what} leaks `{f}`:\n{text}");
+        }
+    };
+    let mut outputs = Vec::new();
+    for output in ["plain", "json"] {
+        let mut c = p.cmd(&["run", "p", "--output", output]);
+        c.env("PIPE_TEST_TOKEN", SECRET);
+        let r = finish(c.spawn().expect("spawn"), Duration::from_secs(30));
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        leaks(output, r.stdout.as_bytes());
+        leaks(output, r.stderr.as_bytes());
+        outputs.push(r.stdout + &r.stderr);
+    }
+    // The step did print every form, masked.
+    for want in ["raw: ***", "url: ***", "err: ***"] {
+        assert!(outputs[0].contains(want), "{want}: {}", outputs[0]);
+    }
+    assert!(
+        outputs[1].contains(r#""line":"raw: ***""#),
+        "{}",
+        outputs[1]
+    );
+    let files = files_under(&p.path(".pipe"));
+    assert!(files.iter().any(|f| f.ends_with("state.db")), "{files:?}");
+    assert!(files
+        .iter()
+        .any(|f| f.extension().is_some_and(|e| e == "log")));
+    for f in &files {
+        // The outputs file is the step's own writing, read back and masked.
+        if f.extension().is_some_and(|e| e == "outputs") {
+            continue;
+        }
+        leaks(&f.display().to_string(), &std::fs::read(f).expect("read"));
+    }
+    let log = p.read(".pipe/logs/1/s.show.1.log");
+    assert_eq!(log.matches("***").count(), 6, "{log}");
+    let st = p.status_json(Some("1"));
+    assert_eq!(st["steps"][0]["outputs"]["token"], "***", "{st}");
+    // Too short to be masked: refused before the step runs.
+    let mut c = p.cmd(&["run", "p", "--output", "plain"]);
+    c.env("PIPE_TEST_TOKEN", "abc");
+    let r = finish(c.spawn().expect("spawn"), Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let all = r.stdout + &r.stderr;
+    assert!(
+        all.contains("secret `PIPE_TEST_TOKEN` is refused: a secret shorter than 4 characters cannot be masked"),
+        "{all}"
+    );
+    assert!(!p.path(".pipe/logs/3/s.show.1.log").exists());
+}

@@ -75,6 +75,29 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Rewrites every free-text field (log lines, errors, reasons): how
+    /// secrets are masked out of an event.
+    pub fn map_text(&mut self, f: impl Fn(&str) -> String) {
+        match self {
+            Event::StepLog { line, .. } => *line = f(line),
+            Event::StepRetrying { error, .. } => *error = f(error),
+            Event::StepSkipped { reason, .. } | Event::CacheMiss { reason, .. } => {
+                *reason = f(reason);
+            }
+            Event::StepFinished { error, .. } => {
+                if let Some(e) = error {
+                    *e = f(e);
+                }
+            }
+            Event::RunStarted { .. }
+            | Event::StepStarted { .. }
+            | Event::StepCached { .. }
+            | Event::RunFinished { .. } => {}
+        }
+    }
+}
+
 /// Receives events in order.
 pub trait Sink {
     fn emit(&mut self, event: &Event);

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod event;
 pub mod executor;
 pub mod http;
+pub mod mask;
 pub mod process_tree;
 pub mod retry;
 pub mod scheduler;

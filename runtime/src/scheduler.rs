@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Sink};
 use crate::executor::{Ending, Io, Job, LogLine, Outcome, Registry, Stop};
+use crate::mask::{mask_with, Masker, SharedMasker};
 use crate::retry::Class;
 use crate::scope::{RunScope, StepView};
 use crate::state::{now_ms, StateError, StepRecord, Store};
@@ -123,6 +124,11 @@ pub struct Scheduler<'a> {
     killed: bool,
     /// `--explain-cache` events found while preparing a step, emitted after.
     explained: std::cell::RefCell<Vec<Event>>,
+    /// Every secret value of the run, in every form: masked out of events,
+    /// log files, step outputs and errors.
+    masker: SharedMasker,
+    /// `secrets.NAME` values resolved since the last registration.
+    resolved: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 /// The prefix of the process token of every step of a run (see
@@ -168,6 +174,8 @@ impl<'a> Scheduler<'a> {
             interrupted: false,
             killed: false,
             explained: std::cell::RefCell::new(Vec::new()),
+            masker: Masker::shared(),
+            resolved: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -196,7 +204,7 @@ impl<'a> Scheduler<'a> {
         let t0 = Instant::now();
         self.store
             .set_run_status(self.run_id, "running", None, false)?;
-        self.sink.emit(&Event::RunStarted {
+        self.emit(Event::RunStarted {
             run: self.run_id,
             pipeline: self.plan.pipeline.clone(),
             steps: self.plan.steps().len(),
@@ -245,7 +253,7 @@ impl<'a> Scheduler<'a> {
         }
         self.store
             .set_run_status(self.run_id, end.as_str(), failed_step.as_deref(), true)?;
-        self.sink.emit(&Event::RunFinished {
+        self.emit(Event::RunFinished {
             run: self.run_id,
             status: end.as_str().to_string(),
             failed_step: failed_step.clone(),
@@ -268,10 +276,41 @@ impl<'a> Scheduler<'a> {
                 )
                 .then(now_ms),
                 exit_code: s.exit_code,
-                outputs: s.outputs.clone(),
-                error: s.error.clone(),
+                outputs: self.mask_map(&s.outputs),
+                error: s.error.as_deref().map(|e| self.mask(e)),
             },
         )
+    }
+
+    fn mask(&self, text: &str) -> String {
+        mask_with(&self.masker, text)
+    }
+
+    fn mask_map(&self, m: &IndexMap<String, String>) -> IndexMap<String, String> {
+        m.iter().map(|(k, v)| (k.clone(), self.mask(v))).collect()
+    }
+
+    /// Emits an event with every secret masked out of it.
+    fn emit(&mut self, mut event: Event) {
+        let masker = self.masker.clone();
+        event.map_text(|t| mask_with(&masker, t));
+        self.sink.emit(&event);
+    }
+
+    /// Registers the secrets resolved since the last call with the masker,
+    /// before anything that uses them runs. A secret too short to be masked
+    /// is refused.
+    fn register_secrets(&self) -> Result<(), String> {
+        let resolved = self.resolved.take();
+        let mut m = self
+            .masker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, value) in resolved {
+            m.add(&value)
+                .map_err(|e| format!("secret `{name}` is refused: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Runs one phase (the main steps, or the handlers). Returns whether a
@@ -405,7 +444,7 @@ impl<'a> Scheduler<'a> {
                     stopping = true;
                 }
                 Some(l) = log_rx.recv() => {
-                    self.sink.emit(&Event::StepLog {
+                    self.emit(Event::StepLog {
                         run: self.run_id,
                         step: steps[l.index].id.clone(),
                         attempt: slots[l.index].attempt,
@@ -432,7 +471,7 @@ impl<'a> Scheduler<'a> {
                         s.error = None;
                         self.record(step, s)?;
                         if let Some(k) = &s.cache_key {
-                            self.store.cache_put(k, &step.id, self.run_id, &s.outputs)?;
+                            self.store.cache_put(k, &step.id, self.run_id, &self.mask_map(&s.outputs))?;
                         }
                         self.finished_event(step, s, true);
                         for &d in &dependents[i] {
@@ -453,7 +492,7 @@ impl<'a> Scheduler<'a> {
                             s.exit_code = outcome.exit_code;
                             s.error.clone_from(&outcome.error);
                             self.record(step, s)?;
-                            self.sink.emit(&Event::StepRetrying {
+                            self.emit(Event::StepRetrying {
                                 run: self.run_id,
                                 step: step.id.clone(),
                                 attempt: s.attempt,
@@ -547,7 +586,7 @@ impl<'a> Scheduler<'a> {
     }
 
     fn finished_event(&mut self, step: &PlanStep, s: &Slot, ok: bool) {
-        self.sink.emit(&Event::StepFinished {
+        self.emit(Event::StepFinished {
             run: self.run_id,
             step: step.id.clone(),
             attempt: s.attempt,
@@ -592,6 +631,7 @@ impl<'a> Scheduler<'a> {
             stages: &self.stage_names,
             env,
             run: run_vars,
+            secrets_used: &self.resolved,
         };
         f(&scope)
     }
@@ -613,7 +653,7 @@ impl<'a> Scheduler<'a> {
         let step = steps[i];
         let prepared = self.prepare(i, steps, slots, run_vars);
         for e in self.explained.take() {
-            self.sink.emit(&e);
+            self.emit(e);
         }
         let s = &mut slots[i];
         let (job, executor, cache_key) = match prepared {
@@ -621,7 +661,7 @@ impl<'a> Scheduler<'a> {
                 s.status = Status::Skipped;
                 s.error = Some(reason.clone());
                 self.record(step, s)?;
-                self.sink.emit(&Event::StepSkipped {
+                self.emit(Event::StepSkipped {
                     run: self.run_id,
                     step: step.id.clone(),
                     reason,
@@ -639,7 +679,7 @@ impl<'a> Scheduler<'a> {
                 s.error = None;
                 s.cache_key = None;
                 self.record(step, s)?;
-                self.sink.emit(&Event::StepCached {
+                self.emit(Event::StepCached {
                     run: self.run_id,
                     step: step.id.clone(),
                     key,
@@ -665,7 +705,7 @@ impl<'a> Scheduler<'a> {
         s.error = None;
         // Recorded as started before it starts: after a crash it is "in doubt".
         self.record(step, s)?;
-        self.sink.emit(&Event::StepStarted {
+        self.emit(Event::StepStarted {
             run: self.run_id,
             step: step.id.clone(),
             attempt: job.attempt,
@@ -692,7 +732,9 @@ impl<'a> Scheduler<'a> {
     ) -> Result<Prepared, String> {
         let step = steps[i];
         let executor = self.registry.get(&step.executor)?;
-        let env = self.environment(step, steps, slots, run_vars)?;
+        let env = self.environment(step, steps, slots, run_vars);
+        self.register_secrets()?;
+        let env = env?;
         let out = self.with_scope(steps, slots, &env, run_vars, |scope| {
             let value = |d: &Deferrable| -> Result<Value, String> {
                 match d {
@@ -735,7 +777,9 @@ impl<'a> Scheduler<'a> {
                 None => None,
             };
             Ok(Some((command, vars, inputs, user_key)))
-        })?;
+        });
+        self.register_secrets()?;
+        let out = out?;
         let Some((command, vars, inputs, user_key)) = out else {
             return Ok(Prepared::Skip("`when` is false".into()));
         };
@@ -793,6 +837,7 @@ impl<'a> Scheduler<'a> {
                 log_path,
                 output_path,
                 token: format!("{}{}/{attempt}", self.token_base, step.id),
+                mask: self.masker.clone(),
             }),
             executor,
             cache_key,
@@ -892,7 +937,9 @@ impl<'a> Scheduler<'a> {
         run_vars: &IndexMap<String, Value>,
     ) -> Result<Job, String> {
         let step = steps[i];
-        let env = self.environment(step, steps, slots, run_vars)?;
+        let env = self.environment(step, steps, slots, run_vars);
+        self.register_secrets()?;
+        let env = env?;
         let rendered = self.with_scope(steps, slots, &env, run_vars, |scope| {
             cmd.render(|d| {
                 let v = match d {
@@ -902,6 +949,7 @@ impl<'a> Scheduler<'a> {
                 interpolate(&v, cmd.span).map_err(|e| e.message)
             })
         });
+        self.register_secrets()?;
         let command = rendered?;
         let attempt = slots[i].attempt;
         let log_path = self
@@ -925,6 +973,7 @@ impl<'a> Scheduler<'a> {
             output_path: log_path.with_extension("outputs"),
             log_path,
             token: format!("{}{}/{attempt}/on_failure", self.token_base, step.id),
+            mask: self.masker.clone(),
         })
     }
 }

@@ -25,6 +25,9 @@ pub struct RunScope<'a> {
     pub stages: &'a [String],
     pub env: &'a IndexMap<String, String>,
     pub run: &'a IndexMap<String, Value>,
+    /// Every `secrets.NAME` resolved, as (name, value): the scheduler
+    /// registers them with the run's masker before a step uses them.
+    pub secrets_used: &'a std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl RunScope<'_> {
@@ -82,8 +85,13 @@ impl Scope for RunScope<'_> {
                     0,
                 ),
             },
-            "secrets" => match key(0).and_then(|k| std::env::var(k).ok()) {
-                Some(v) => Lookup::Found(Value::Str(v), 1),
+            "secrets" => match key(0).and_then(|k| Some((k, std::env::var(k).ok()?))) {
+                Some((k, v)) => {
+                    self.secrets_used
+                        .borrow_mut()
+                        .push((k.to_string(), v.clone()));
+                    Lookup::Found(Value::Str(v), 1)
+                }
                 None => Lookup::Missing,
             },
             "run" => Lookup::Found(Value::Map(self.run.clone()), 0),

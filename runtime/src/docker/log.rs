@@ -13,6 +13,7 @@ use crate::executor::{Job, LogLine};
 pub struct LogSink {
     index: usize,
     tx: UnboundedSender<LogLine>,
+    mask: crate::mask::SharedMasker,
     file: Mutex<std::fs::File>,
     /// Unterminated tails of stdout and stderr.
     partial: Mutex<[Vec<u8>; 2]>,
@@ -30,6 +31,7 @@ impl LogSink {
         Ok(LogSink {
             index: job.index,
             tx,
+            mask: job.mask.clone(),
             file: Mutex::new(file),
             partial: Mutex::new([Vec::new(), Vec::new()]),
         })
@@ -37,6 +39,7 @@ impl LogSink {
 
     /// One whole line.
     pub fn line(&self, stderr: bool, line: &str) {
+        let line = crate::mask::mask_with(&self.mask, line);
         if let Ok(mut f) = self.file.lock() {
             let _ = f.write_all(line.as_bytes());
             let _ = f.write_all(b"\n");
@@ -44,7 +47,7 @@ impl LogSink {
         let _ = self.tx.send(LogLine {
             index: self.index,
             stderr,
-            line: line.to_string(),
+            line,
         });
     }
 

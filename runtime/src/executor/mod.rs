@@ -43,6 +43,8 @@ pub struct Job {
     pub output_path: PathBuf,
     /// Marks every process of this attempt (see [`crate::process_tree`]).
     pub token: String,
+    /// The run's secrets: what the log file receives passes through it.
+    pub mask: crate::mask::SharedMasker,
 }
 
 /// How hard the scheduler asks a running step to stop.

@@ -69,6 +69,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             job.index,
             io.logs.clone(),
             log.clone(),
+            job.mask.clone(),
         )));
     }
     if let Some(err) = child.stderr.take() {
@@ -78,6 +79,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             job.index,
             io.logs.clone(),
             log.clone(),
+            job.mask.clone(),
         )));
     }
     let timeout = async {
@@ -218,6 +220,7 @@ async fn pump(
     index: usize,
     tx: tokio::sync::mpsc::UnboundedSender<LogLine>,
     log: Arc<Mutex<std::fs::File>>,
+    mask: crate::mask::SharedMasker,
 ) {
     let mut reader = BufReader::new(r);
     let mut buf = Vec::new();
@@ -227,6 +230,11 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        // A whole line: a secret written a byte at a time is complete here.
+        let buf = mask
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .mask_bytes(&buf);
         if let Ok(mut f) = log.lock() {
             let _ = f.write_all(&buf);
             if !buf.ends_with(b"\n") {

@@ -63,12 +63,13 @@ pub(crate) struct Ctx {
     index: usize,
     logs: mpsc::UnboundedSender<LogLine>,
     file: Arc<Mutex<std::fs::File>>,
+    mask: crate::mask::SharedMasker,
 }
 
 impl Ctx {
     /// A line in the step's log.
     pub fn log(&self, line: impl Into<String>) {
-        let line = line.into();
+        let line = crate::mask::mask_with(&self.mask, &line.into());
         for l in line.lines() {
             if let Ok(mut f) = self.file.lock() {
                 let _ = writeln!(f, "{l}");
@@ -83,7 +84,7 @@ impl Ctx {
 
     /// A line on the step's stderr stream (warnings).
     pub fn warn(&self, line: impl Into<String>) {
-        let line = line.into();
+        let line = crate::mask::mask_with(&self.mask, &line.into());
         if let Ok(mut f) = self.file.lock() {
             let _ = writeln!(f, "{line}");
         }
@@ -199,6 +200,7 @@ where
         index: job.index,
         logs: io.logs.clone(),
         file,
+        mask: job.mask,
     };
     let timeout = job.timeout;
     let expired = async {
