@@ -826,3 +826,25 @@ echo "token=$TOKEN" >> "$PIPE_OUTPUT"
     );
     assert!(!p.path(".pipe/logs/3/s.show.1.log").exists());
 }
+
+#[test]
+fn a_secret_read_directly_is_masked_before_any_step_resolves_it() {
+    const SECRET: &str = "early-bird-9137";
+    // `early` reads the variable straight from its environment and runs before
+    // `late`, the only step that names `secrets.PIPE_TEST_EARLY`.
+    let p = Proj::new(
+        "pipeline p {\n  stage s {\n    step early { run = \"echo direct: $PIPE_TEST_EARLY\" }\n    step late {\n      needs = [early]\n      env   = { T = secrets.PIPE_TEST_EARLY }\n      run   = \"echo late: $T\"\n    }\n  }\n}\n",
+    );
+    let mut c = p.cmd(&["run", "p", "--output", "plain"]);
+    c.env("PIPE_TEST_EARLY", SECRET);
+    let r = finish(c.spawn().expect("spawn"), Duration::from_secs(30));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("direct: ***"), "{}", r.stdout);
+    assert!(r.stdout.contains("late: ***"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains(SECRET) && !r.stderr.contains(SECRET),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+}

@@ -174,7 +174,7 @@ impl<'a> Scheduler<'a> {
             interrupted: false,
             killed: false,
             explained: std::cell::RefCell::new(Vec::new()),
-            masker: Masker::shared(),
+            masker: declared_secrets_masker(plan),
             resolved: std::cell::RefCell::new(Vec::new()),
         }
     }
@@ -1072,6 +1072,54 @@ fn retry_delay(step: &PlanStep, slot: &Slot, o: &Outcome, stopping: bool) -> Opt
 /// The delay after failed attempt `n` (1-based); see [`crate::retry::backoff`].
 pub fn backoff_delay(b: Backoff, n: u32) -> Duration {
     crate::retry::backoff(b, n)
+}
+
+/// A masker that already knows every secret the plan names (`secrets.X` in
+/// any step or handler, and each env block's `secrets` list) and that is set,
+/// so a step that reads the variable directly, or runs before the first step
+/// that references it, is masked too. A value too short to mask is left to
+/// the step that uses it, which refuses it with the reason.
+fn declared_secrets_masker(plan: &Plan) -> SharedMasker {
+    let masker = Masker::shared();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for env in plan.envs().values() {
+        names.extend(env.secrets.iter().cloned());
+    }
+    let mut visit = |d: &Deferrable| {
+        if let Deferrable::Deferred(e) = d {
+            e.walk(&mut |sub| {
+                if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
+                    names.insert((*name).to_string());
+                }
+            });
+        }
+    };
+    for step in plan.steps().iter().chain(plan.handlers()) {
+        step.env
+            .values()
+            .chain(step.inputs.values())
+            .for_each(&mut visit);
+        step.when.iter().for_each(&mut visit);
+        for cmd in step.run.iter().chain(step.on_failure.iter()) {
+            for part in &cmd.parts {
+                if let pipe_lang::plan::CommandPart::Value(d) = part {
+                    visit(d);
+                }
+            }
+        }
+    }
+    {
+        let mut m = masker
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in names {
+            if let Ok(value) = std::env::var(&name) {
+                // Too short: refused, with its name, when a step resolves it.
+                let _ = m.add(&value);
+            }
+        }
+    }
+    masker
 }
 
 #[cfg(test)]
