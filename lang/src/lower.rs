@@ -2211,11 +2211,15 @@ impl<'a> Lowerer<'a> {
     }
 
     fn check_unique_names(&mut self) {
-        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut seen: HashMap<&str, (Span, usize)> = HashMap::new();
         let mut dups = Vec::new();
         for r in &self.steps {
-            if let Some(prev) = seen.insert(&r.step.id, r.name_span) {
-                dups.push((r.step.id.clone(), r.step.name.clone(), r.name_span, prev));
+            if let Some((prev, prev_stage)) = seen.insert(&r.step.id, (r.name_span, r.stage)) {
+                // Two declarations of one stage are reported once, as a
+                // duplicate stage, not again for every step they share.
+                if prev_stage == r.stage {
+                    dups.push((r.step.id.clone(), r.step.name.clone(), r.name_span, prev));
+                }
             }
         }
         for (id, name, span, prev) in dups {

@@ -46,26 +46,15 @@ analysis!(
 analysis!(
     duplicate_stage,
     "pipeline p {\n  stage s { step x { run = \"x\" } }\n  stage s { step x { run = \"x\" } }\n}",
-    [
-        (
-            "pipe::duplicate",
-            56,
-            3,
-            9,
-            "s",
-            "stage `s` is defined twice",
-            None
-        ),
-        (
-            "pipe::duplicate",
-            65,
-            3,
-            18,
-            "x",
-            "step `x` is defined twice in stage `s`",
-            None
-        ),
-    ]
+    [(
+        "pipe::duplicate",
+        56,
+        3,
+        9,
+        "s",
+        "stage `s` is defined twice",
+        None
+    ),]
 );
 
 analysis!(
