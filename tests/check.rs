@@ -235,3 +235,26 @@ fn missing_directory_is_a_usage_error() {
         .stderr_contains("error: no .pipe files under")
         .run();
 }
+
+#[test]
+fn chained_comparison_says_how_to_write_it() {
+    Test::new()
+        .pipeline(
+            "p",
+            "pipeline p {\n  param n: int = 3\n  stage s {\n    step x { when = 1 < n < 5  run = \"true\" }\n  }\n}\n",
+        )
+        .args(&["check"])
+        .status(2)
+        .stderr_contains("[pipelines/p.pipe:4:27]")
+        .stderr_contains("help: comparisons do not chain: write `a < b && b < c`")
+        .run();
+    Test::new()
+        .pipeline(
+            "p",
+            "pipeline p {\n  param n: int = 3\n  stage s {\n    step x { when = n = 5  run = \"true\" }\n  }\n}\n",
+        )
+        .args(&["check"])
+        .status(2)
+        .stderr_contains("help: to compare, write `==`; a single `=` only sets an attribute")
+        .run();
+}

@@ -372,6 +372,16 @@ fn syntax_help(found: &str, expected: &[Rule]) -> Option<String> {
     if found == ";" {
         return Some("pipe needs no semicolons: separate entries with newlines or commas".into());
     }
+    // Right after a whole comparison only looser operators may follow.
+    if matches!(found, "<" | ">" | "=" | "!")
+        && expected.contains(&Rule::op_and)
+        && !expected.contains(&Rule::op_cmp)
+    {
+        return Some("comparisons do not chain: write `a < b && b < c`".into());
+    }
+    if found == "=" && expected.contains(&Rule::op_cmp) {
+        return Some("to compare, write `==`; a single `=` only sets an attribute".into());
+    }
     if matches!(found, "true" | "false" | "null") && expected.contains(&Rule::ident) {
         return Some(format!(
             "`{found}` is a literal and cannot be used as a name"
