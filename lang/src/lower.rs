@@ -1449,7 +1449,7 @@ impl<'a> Lowerer<'a> {
                 template_body = Some((m, t, args));
             }
         }
-        if let Some((_, t, args)) = &template_body {
+        if let Some((_, t, args)) = &mut template_body {
             let tscope = LScope {
                 locals: &[],
                 params: None,
@@ -1486,12 +1486,13 @@ impl<'a> Lowerer<'a> {
             for b in &t.body.blocks {
                 self.apply_block(&mut raw, b, &tscope);
             }
-            for (k, v) in args {
-                let d = match &v.value {
-                    Folded::Value(v) => Deferrable::Ready(v.clone()),
-                    Folded::Residual(e) => Deferrable::Deferred(e.clone()),
+            raw.step.inputs.reserve(args.len());
+            for (k, v) in args.drain(..) {
+                let d = match v.value {
+                    Folded::Value(v) => Deferrable::Ready(v),
+                    Folded::Residual(e) => Deferrable::Deferred(e),
                 };
-                raw.step.inputs.insert(k.clone(), d);
+                raw.step.inputs.insert(k, d);
             }
         }
 
@@ -1632,10 +1633,11 @@ impl<'a> Lowerer<'a> {
         name_span: Span,
         path: &Path,
     ) -> IndexMap<String, ArgBinding> {
-        let mut args: IndexMap<String, ArgBinding> = IndexMap::new();
+        let mut args: IndexMap<String, ArgBinding> = IndexMap::with_capacity(t.params.len());
         let param_names: Vec<&str> = t.params.iter().map(|p| p.name.name.as_str()).collect();
         let scope = self.scope(locals);
-        let mut given: HashMap<&str, &Attr> = HashMap::new();
+        // A handful of arguments: a vector beats hashing each name.
+        let mut given: Vec<(&str, &Attr)> = Vec::with_capacity(body.attrs.len());
         for a in &body.attrs {
             let k = a.key.name.as_str();
             if STEP_ATTRS.contains(&k) && !param_names.contains(&k) {
@@ -1661,10 +1663,14 @@ impl<'a> Lowerer<'a> {
                 self.err(d);
                 continue;
             }
-            given.insert(k, a);
+            given.push((k, a));
         }
         for p in &t.params {
-            let binding = if let Some(a) = given.get(p.name.name.as_str()) {
+            let found = given
+                .iter()
+                .find(|(k, _)| *k == p.name.name)
+                .map(|(_, a)| *a);
+            let binding = if let Some(a) = found {
                 let Some(value) = self.fold_in(&a.value, &scope) else {
                     continue;
                 };
