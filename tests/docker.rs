@@ -408,6 +408,8 @@ fn build_with_args_target_and_dockerignore_then_push() {
     let mut p = Proj::new("build");
     let base = p.base();
     let image = p.image("app");
+    // The build tags `:v1`; the bare name only registers `:latest`.
+    p.images.push(format!("{image}:v1"));
     let pushed = format!("127.0.0.1:5000/{}", p.id);
     p.images.push(format!("{pushed}:v1"));
     p.write(
