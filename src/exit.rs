@@ -6,8 +6,6 @@ pub const SUCCESS: u8 = 0;
 pub const RUN_FAILED: u8 = 1;
 /// The pipeline is invalid, or the command line is.
 pub const INVALID: u8 = 2;
-// Not every command returns every code yet; the table is the contract.
-#[allow(dead_code)]
 /// A run stopped at a gate and is waiting for a decision; `pipe resume` continues it.
 pub const WAITING: u8 = 3;
 #[allow(dead_code)]

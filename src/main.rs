@@ -118,6 +118,23 @@ enum Command {
         #[command(flatten)]
         exec: commands::run::ExecArgs,
     },
+    /// Approve a waiting approval gate, as PIPE_USER (else the OS user).
+    Approve {
+        #[command(flatten)]
+        args: commands::approve::DecideArgs,
+    },
+    /// Reject a waiting approval gate: the branch behind it fails.
+    Reject {
+        #[command(flatten)]
+        args: commands::approve::DecideArgs,
+    },
+    /// List approval gates waiting for a decision, with what they show.
+    Gates {
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: commands::gates::Format,
+    },
     /// Remove containers and networks left in the Docker Engine by runs that crashed.
     Gc,
     /// List recorded runs, newest first.
@@ -223,6 +240,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             replan,
             exec,
         } => commands::resume::run(&project, run.as_deref(), rerun_in_doubt, replan, &exec),
+        Command::Approve { args } => print(&commands::approve::run(
+            &project,
+            &args,
+            pipe_runtime::gate::Decision::Approve,
+        )?),
+        Command::Reject { args } => print(&commands::approve::run(
+            &project,
+            &args,
+            pipe_runtime::gate::Decision::Reject,
+        )?),
+        Command::Gates { state, format } => print(&commands::gates::run(&project, &state, format)?),
         Command::Gc => print(&commands::gc::run()?),
         Command::Runs { state, limit } => print(&commands::runs::run(&project, &state, limit)?),
         Command::Status { run, state, format } => print(&commands::status::run(

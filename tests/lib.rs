@@ -7,6 +7,7 @@ mod check;
 mod docker;
 mod examples;
 mod fmt;
+mod gates;
 mod graph;
 mod http;
 mod list;

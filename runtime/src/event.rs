@@ -66,6 +66,51 @@ pub enum Event {
         /// False when the step's stage is not required: its failure only warns.
         required: bool,
     },
+    /// An approval gate waits for a decision (opened now, or found open by a
+    /// resumed run). The branch behind it holds; other branches go on.
+    GateOpened {
+        run: i64,
+        step: String,
+        approvers: Vec<String>,
+        min_approvals: u32,
+        deadline_ms: i64,
+        message: Option<String>,
+        shown: Vec<crate::gate::Shown>,
+        plan_hash: String,
+        /// `new`, `existing` (a resumed run) or `replanned` (the plan changed:
+        /// earlier approvals no longer count).
+        how: &'static str,
+        /// Who approved it so far (for this plan).
+        approved_by: Vec<String>,
+    },
+    /// A decision let the gate pass (`approved`) or failed it (`rejected`).
+    GateDecided {
+        run: i64,
+        step: String,
+        decision: String,
+        by: Vec<String>,
+        comment: Option<String>,
+    },
+    /// No decision by the deadline: the gate failed closed.
+    GateExpired {
+        run: i64,
+        step: String,
+        deadline_ms: i64,
+    },
+    /// A decision was not recorded (`--approve-as` against the rules).
+    GateRefused {
+        run: i64,
+        step: String,
+        user: String,
+        reason: String,
+    },
+    /// Only gates are left and the run does not wait for them: it stops with
+    /// status `waiting` (exit code 3) until `pipe resume`.
+    RunWaiting {
+        run: i64,
+        gates: Vec<String>,
+        duration_ms: u64,
+    },
     RunFinished {
         run: i64,
         /// `succeeded`, `failed` or `interrupted`.
@@ -90,7 +135,23 @@ impl Event {
                     *e = f(e);
                 }
             }
+            Event::GateOpened { message, shown, .. } => {
+                if let Some(m) = message {
+                    *m = f(m);
+                }
+                for s in shown {
+                    s.value = f(&s.value);
+                }
+            }
+            Event::GateDecided { comment, .. } => {
+                if let Some(c) = comment {
+                    *c = f(c);
+                }
+            }
+            Event::GateRefused { reason, .. } => *reason = f(reason),
             Event::RunStarted { .. }
+            | Event::GateExpired { .. }
+            | Event::RunWaiting { .. }
             | Event::StepStarted { .. }
             | Event::StepCached { .. }
             | Event::RunFinished { .. } => {}

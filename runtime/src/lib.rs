@@ -6,6 +6,7 @@ pub mod cache;
 pub mod docker;
 pub mod event;
 pub mod executor;
+pub mod gate;
 pub mod http;
 pub mod mask;
 pub mod process_tree;

@@ -24,6 +24,8 @@ use crate::retry::Class;
 use crate::scope::{RunScope, StepView};
 use crate::state::{now_ms, StateError, StepRecord, Store};
 
+mod gates;
+
 /// How a run is executed.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -45,6 +47,8 @@ pub enum RunEnd {
     Succeeded,
     Failed,
     Interrupted,
+    /// Stopped at approval gates that wait for a decision (`pipe resume`).
+    Waiting,
 }
 
 impl RunEnd {
@@ -53,6 +57,7 @@ impl RunEnd {
             RunEnd::Succeeded => "succeeded",
             RunEnd::Failed => "failed",
             RunEnd::Interrupted => "interrupted",
+            RunEnd::Waiting => "waiting",
         }
     }
 }
@@ -66,6 +71,8 @@ enum Status {
     Failed,
     Skipped,
     Cancelled,
+    /// An approval gate waiting for a decision.
+    Waiting,
 }
 
 impl Status {
@@ -78,6 +85,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Cancelled => "cancelled",
+            Status::Waiting => "waiting",
         }
     }
 
@@ -129,6 +137,13 @@ pub struct Scheduler<'a> {
     masker: SharedMasker,
     /// `secrets.NAME` values resolved since the last registration.
     resolved: std::cell::RefCell<Vec<(String, String)>>,
+    /// Approval gates: how to wait, and the plan hash decisions are bound to.
+    gates: crate::gate::GateOptions,
+    plan_hash: String,
+    /// The gates the main phase stopped at, when it stopped waiting.
+    waiting_at: Vec<String>,
+    /// The run's status is `waiting` in the store (only gates are left).
+    run_waiting: bool,
 }
 
 /// The prefix of the process token of every step of a run (see
@@ -176,7 +191,16 @@ impl<'a> Scheduler<'a> {
             explained: std::cell::RefCell::new(Vec::new()),
             masker: declared_secrets_masker(plan),
             resolved: std::cell::RefCell::new(Vec::new()),
+            gates: crate::gate::GateOptions::default(),
+            plan_hash: crate::gate::plan_hash(plan),
+            waiting_at: Vec::new(),
+            run_waiting: false,
         }
+    }
+
+    /// Sets how approval gates are waited for (default: not at all).
+    pub fn set_gates(&mut self, gates: crate::gate::GateOptions) {
+        self.gates = gates;
     }
 
     /// Executes the run: main steps, then the matching handlers. `prior` holds
@@ -221,6 +245,8 @@ impl<'a> Scheduler<'a> {
             RunEnd::Interrupted
         } else if failed {
             RunEnd::Failed
+        } else if !self.waiting_at.is_empty() {
+            return self.stop_waiting(t0);
         } else {
             RunEnd::Succeeded
         };
@@ -245,6 +271,7 @@ impl<'a> Scheduler<'a> {
                 "pipeline".to_string(),
                 Value::Str(self.plan.pipeline.clone()),
             );
+            self.run_context(&mut run)?;
             self.run_phase(&handlers, &sel, prior, &mut sigint, &mut sigterm, Some(run))
                 .await?;
             if self.interrupted {
@@ -373,6 +400,9 @@ impl<'a> Scheduler<'a> {
             })
             .collect();
         let mut timers: BTreeSet<(Instant, usize)> = BTreeSet::new();
+        // Approval gates waiting for a decision, and when the store is read next.
+        let mut waiting: BTreeSet<usize> = BTreeSet::new();
+        let mut next_poll = Instant::now();
         let mut groups: HashSet<String> = HashSet::new();
         let mut running = 0usize;
         let mut stopping = self.interrupted;
@@ -414,6 +444,9 @@ impl<'a> Scheduler<'a> {
                                 }
                             }
                         }
+                        Started::Waiting => {
+                            waiting.insert(i);
+                        }
                         Started::Failed => {
                             if steps[i].required && is_main {
                                 failed = true;
@@ -429,10 +462,21 @@ impl<'a> Scheduler<'a> {
                 }
                 ready.extend(blocked);
             }
-            if running == 0 && (stopping || (ready.is_empty() && timers.is_empty())) {
+            let idle = running == 0 && ready.is_empty() && timers.is_empty();
+            if idle && !stopping && !waiting.is_empty() {
+                // Only gates are left: stop (non-interactive) or wait for them.
+                self.mark_waiting(true)?;
+                if !self.gates.wait {
+                    self.waiting_at = waiting.iter().map(|&i| steps[i].id.clone()).collect();
+                    break;
+                }
+            }
+            if running == 0 && (stopping || (idle && waiting.is_empty())) {
+                self.abandon_gates(steps, &mut slots, &waiting)?;
                 break;
             }
             let next_timer = timers.first().map(|t| t.0);
+            let poll_at = (!waiting.is_empty()).then_some(next_poll);
             tokio::select! {
                 biased;
                 Some(()) = recv_signal(sigint) => {
@@ -539,6 +583,18 @@ impl<'a> Scheduler<'a> {
                         if !self.opts.keep_going && !stopping {
                             stopping = true;
                             let _ = stop_tx.send(Stop::Cancel);
+                        }
+                    }
+                }
+                () = sleep_until(poll_at) => {
+                    next_poll = Instant::now() + self.gates.poll;
+                    for i in waiting.clone() {
+                        if let Some(outcome) = self.check_gate(steps[i])? {
+                            waiting.remove(&i);
+                            self.mark_waiting(false)?;
+                            // Settled like any attempt, by the arm above.
+                            running += 1;
+                            let _ = done_tx.send(Done::Attempt(i, outcome));
                         }
                     }
                 }
@@ -695,6 +751,11 @@ impl<'a> Scheduler<'a> {
                 return Ok(Started::Failed);
             }
         };
+        let Some(executor) = executor else {
+            // An approval gate: no executor runs it; the dispatcher holds it.
+            return self.open_gate(i, step, &mut slots[i], &job, done_tx);
+        };
+        let s = &mut slots[i];
         s.when_checked = true;
         s.cache_key = cache_key;
         s.status = Status::Running;
@@ -731,7 +792,11 @@ impl<'a> Scheduler<'a> {
         run_vars: &IndexMap<String, Value>,
     ) -> Result<Prepared, String> {
         let step = steps[i];
-        let executor = self.registry.get(&step.executor)?;
+        let executor = if step.executor == crate::gate::APPROVAL {
+            None
+        } else {
+            Some(self.registry.get(&step.executor)?)
+        };
         let env = self.environment(step, steps, slots, run_vars);
         self.register_secrets()?;
         let env = env?;
@@ -769,7 +834,8 @@ impl<'a> Scheduler<'a> {
             let mut inputs = IndexMap::new();
             if step.executor != "shell" {
                 for (k, d) in &step.inputs {
-                    inputs.insert(k.clone(), value(d)?);
+                    let v = value(d).map_err(|e| crate::gate::cannot_evaluate(step, k, e))?;
+                    inputs.insert(k.clone(), v);
                 }
             }
             let user_key = match step.cache.as_ref().and_then(|c| c.key.as_ref()) {
@@ -979,9 +1045,10 @@ impl<'a> Scheduler<'a> {
 }
 
 enum Prepared {
+    /// No executor for an approval gate: the dispatcher holds it.
     Job(
         Box<Job>,
-        std::sync::Arc<dyn crate::executor::Executor>,
+        Option<std::sync::Arc<dyn crate::executor::Executor>>,
         Option<String>,
     ),
     Skip(String),
@@ -997,6 +1064,8 @@ enum Started {
     Skipped,
     Cached,
     Failed,
+    /// An approval gate waiting for a decision.
+    Waiting,
 }
 
 fn view(st: &PlanStep, sl: &Slot) -> StepView {

@@ -160,7 +160,15 @@ impl Store {
                     |r| r.get(0),
                 )
                 .map_err(corrupt)?;
-            if has_runs == 0 {
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(corrupt)?;
+            // No table at all: another pipe is creating the store right now.
+            if has_runs == 0 && tables > 0 {
                 return Err(StateError::Corrupt {
                     path,
                     detail: "it has no `runs` table".into(),
@@ -172,6 +180,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(corrupt)?;
         conn.execute_batch(SCHEMA).map_err(corrupt)?;
+        conn.execute_batch(crate::gate::SCHEMA).map_err(corrupt)?;
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),
@@ -179,7 +188,13 @@ impl Store {
         })
     }
 
-    fn err(&self, e: &rusqlite::Error) -> StateError {
+    /// The connection, for the modules that keep their own tables here
+    /// (see [`crate::gate`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn err(&self, e: &rusqlite::Error) -> StateError {
         StateError::Sqlite {
             path: self.path.clone(),
             detail: e.to_string(),

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod approve;
 pub mod check;
 pub mod fmt;
+pub mod gates;
 pub mod gc;
 pub mod graph;
 pub mod list;

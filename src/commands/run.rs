@@ -10,7 +10,7 @@ use pipe_lang::Plan;
 use pipe_runtime::state::{NewRun, StepRecord};
 use pipe_runtime::{Options, RunEnd, Scheduler, Store};
 
-use crate::exit::{Failure, INTERRUPTED, RUN_FAILED};
+use crate::exit::{Failure, INTERRUPTED, RUN_FAILED, WAITING};
 use crate::project::Project;
 use crate::render::{Output, Renderer};
 
@@ -29,6 +29,19 @@ pub struct ExecArgs {
     /// Say why each cacheable step was or was not a cache hit.
     #[arg(long)]
     pub explain_cache: bool,
+    /// At approval gates, do not wait: when only gates are left, stop with
+    /// status `waiting` and exit code 3 (the default unless stdin and stdout
+    /// are a terminal).
+    #[arg(long, conflicts_with = "wait")]
+    pub detach: bool,
+    /// Wait at approval gates for a decision (up to their timeout) even when
+    /// not on a terminal.
+    #[arg(long)]
+    pub wait: bool,
+    /// Record an approval by USER at each approval gate reached, for scripted
+    /// demos: the rules still apply, and it is recorded as such.
+    #[arg(long, value_name = "USER")]
+    pub approve_as: Option<String>,
     /// Output format (`human` on a terminal; use `plain` or `json` in scripts).
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -97,6 +110,12 @@ pub fn run(
             sources,
         })
         .map_err(|e| Failure::invalid(e.to_string()))?;
+    pipe_runtime::gate::record_starter(
+        &store,
+        run_id,
+        &pipe_runtime::gate::identity::current_user(),
+    )
+    .map_err(|e| Failure::invalid(e.to_string()))?;
     // Held while the run executes, so `pipe resume` cannot take it over.
     let _lock = store
         .lock_run(run_id)
@@ -129,6 +148,7 @@ pub fn execute(
     }
     let mut renderer = Renderer::new(exec.output);
     let mut sched = Scheduler::new(plan, store, run_id, opts, &mut renderer);
+    sched.set_gates(super::gates::options(exec));
     let (end, _) = sched
         .execute(prior, resumed)
         .map_err(|e| Failure::invalid(e.to_string()))?;
@@ -136,6 +156,7 @@ pub fn execute(
         RunEnd::Succeeded => Ok(()),
         RunEnd::Failed => Err(Failure::silent(RUN_FAILED)),
         RunEnd::Interrupted => Err(Failure::silent(INTERRUPTED)),
+        RunEnd::Waiting => Err(Failure::silent(WAITING)),
     }
 }
 

@@ -37,6 +37,8 @@ pub fn run(
             "run": r.id, "pipeline": r.pipeline, "env": r.env, "status": r.status,
             "started_ms": r.started_ms, "finished_ms": r.finished_ms,
             "failed_step": r.failed_step, "source_hash": r.source_hash, "steps": steps,
+            "gates": pipe_runtime::gate::gates_of_run(&store, r.id).map_err(fail)?
+                .iter().map(|g| super::gates::json(&store, g)).collect::<Vec<_>>(),
         });
         return Ok(format!("{v}\n"));
     }
@@ -66,5 +68,6 @@ pub fn run(
             s.error.as_deref().unwrap_or("")
         ));
     }
+    out.push_str(&super::gates::status_section(&store, r.id)?);
     Ok(out)
 }

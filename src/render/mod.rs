@@ -141,6 +141,75 @@ impl Sink for Renderer {
                 }
                 Self::line(&s);
             }
+            Event::GateOpened {
+                step,
+                approvers,
+                min_approvals,
+                deadline_ms,
+                message,
+                shown,
+                how,
+                approved_by,
+                ..
+            } => {
+                let mut s = format!(
+                    "[{step}] waiting for {} of: {} (until {})",
+                    if *min_approvals == 1 {
+                        "an approval by one".to_string()
+                    } else {
+                        format!("approvals by {min_approvals} different people")
+                    },
+                    approvers.join(", "),
+                    pipe_runtime::time::rfc3339(*deadline_ms)
+                );
+                if *how == "replanned" {
+                    s.push_str(" [the plan changed: earlier approvals no longer count]");
+                }
+                if !approved_by.is_empty() {
+                    s.push_str(&format!(" [approved so far by {}]", approved_by.join(", ")));
+                }
+                Self::line(&s);
+                if let Some(m) = message {
+                    Self::line(&format!("[{step}]   {m}"));
+                }
+                for v in shown {
+                    Self::line(&format!("[{step}]   {}:", v.label));
+                    for l in v.value.lines() {
+                        Self::line(&format!("[{step}]     {l}"));
+                    }
+                }
+            }
+            Event::GateDecided {
+                step,
+                decision,
+                by,
+                comment,
+                ..
+            } => {
+                let mut s = format!("[{step}] {decision} by {}", by.join(", "));
+                if let Some(c) = comment {
+                    s.push_str(&format!(": {c}"));
+                }
+                Self::line(&s);
+            }
+            Event::GateExpired {
+                step, deadline_ms, ..
+            } => Self::line(&format!(
+                "[{step}] expired: no decision by {}; the gate fails closed",
+                pipe_runtime::time::rfc3339(*deadline_ms)
+            )),
+            Event::GateRefused {
+                step, user, reason, ..
+            } => Self::line(&format!("[{step}] approval as {user} refused: {reason}")),
+            Event::RunWaiting {
+                run,
+                gates,
+                duration_ms,
+            } => Self::line(&format!(
+                "[run {run}] waiting at {} after {}: decide with `pipe approve {run} GATE` or `pipe reject {run} GATE`, then `pipe resume {run}`",
+                gates.join(", "),
+                duration(*duration_ms)
+            )),
             Event::RunFinished {
                 run,
                 status,

@@ -149,6 +149,7 @@ impl Registry {
         r.register("docker.import", Arc::new(docker_build::Import));
         r.register("docker.push", Arc::new(docker_push::Push));
         r.register("docker.run", Arc::new(docker_run::Run));
+        r.register("policy", Arc::new(crate::gate::policy::Policy));
         r
     }
 
