@@ -591,3 +591,57 @@ fn policy_gate_warn_only_warns() {
         .stdout_contains("[scan.ship] | shipped")
         .run();
 }
+
+#[test]
+fn the_shipped_example_runs_as_its_comment_says() {
+    let p = Proj::new("");
+    std::fs::remove_file(p.path("pipelines/p.pipe")).expect("rm");
+    std::fs::copy(
+        crate::common::repo_root().join("examples/gates.pipe"),
+        p.path("pipelines/gates.pipe"),
+    )
+    .expect("copy the example");
+    let r = p.run("carol", &["run", "gates", "--output", "plain"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("[verify.clean] | warning: `warn` is false: critical findings block"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout
+            .contains("[production.promote]     login   200  ok"),
+        "{}",
+        r.all()
+    );
+    let gates = p.run("carol", &["gates"]);
+    assert!(
+        gates.stdout.contains("Promote 1.4.0 to production?"),
+        "{}",
+        gates.all()
+    );
+    let a = p.run(
+        "alice",
+        &["approve", "promote", "--comment", "smoke is green"],
+    );
+    assert_eq!(a.code, 0, "{}", a.all());
+    let r = p.run("carol", &["resume", "--output", "plain"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("deploying 1.4.0, approved by alice"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("run 1 of gates succeeded after"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("started by carol, logs in /"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("failed"), "{}", r.all());
+}
