@@ -543,9 +543,8 @@ fn policy_gate_require_false_fails_with_its_message() {
         )
         .args(&["run", "p", "--output", "plain"])
         .status(1)
-        .stdout_contains(
-            "[scan.clean] failed in 0ms: policy not met (`require` is false): no critical findings may ship",
-        )
+        .stdout_contains("[scan.clean] failed in ")
+        .stdout_contains(": policy not met (`require` is false): no critical findings may ship")
         .run();
 }
 
@@ -644,4 +643,42 @@ fn the_shipped_example_runs_as_its_comment_says() {
         r.all()
     );
     assert!(!r.stdout.contains("failed"), "{}", r.all());
+}
+
+#[test]
+fn an_approver_on_a_terminal_decides_inline() {
+    let p = Proj::new(&gated(""));
+    assert_eq!(p.run("carol", &["run", "p"]).code, 3);
+    // `script` gives `pipe resume` a real terminal (stdin and stdout a pty);
+    // the answer typed waits in the terminal until the prompt reads it.
+    let mut c = Command::new("script");
+    c.args([
+        "-qfec",
+        &format!("{} resume --output plain", pipe_bin().display()),
+        "/dev/null",
+    ])
+    .current_dir(p.path(""))
+    .env("PIPE_USER", "alice")
+    .env("NO_COLOR", "1")
+    .env_remove("PIPE_STATE_DIR")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn script (util-linux)");
+    let mut typed = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut typed, b"y\n").expect("type y");
+    let r = finish(child, Duration::from_mins(1));
+    drop(typed);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "[production.approve] decide as alice? y = approve, n = reject, Enter = leave it to others"
+        ),
+        "{}",
+        r.all()
+    );
+    assert_eq!(p.read("deployed"), "deployed\n");
+    let st = p.status("1");
+    assert_eq!(st["gates"][0]["decisions"][0]["user"], "alice");
+    assert_eq!(st["gates"][0]["decisions"][0]["via"], "inline");
 }

@@ -97,6 +97,13 @@ pub enum Event {
         step: String,
         deadline_ms: i64,
     },
+    /// The run asks on its terminal for `user`'s decision (y approves, n
+    /// rejects, anything else leaves it to others).
+    GatePrompt {
+        run: i64,
+        step: String,
+        user: String,
+    },
     /// A decision was not recorded (`--approve-as` against the rules).
     GateRefused {
         run: i64,
@@ -151,6 +158,7 @@ impl Event {
             Event::GateRefused { reason, .. } => *reason = f(reason),
             Event::RunStarted { .. }
             | Event::GateExpired { .. }
+            | Event::GatePrompt { .. }
             | Event::RunWaiting { .. }
             | Event::StepStarted { .. }
             | Event::StepCached { .. }

@@ -403,6 +403,7 @@ impl<'a> Scheduler<'a> {
         // Approval gates waiting for a decision, and when the store is read next.
         let mut waiting: BTreeSet<usize> = BTreeSet::new();
         let mut next_poll = Instant::now();
+        let mut prompt = gates::Prompt::default();
         let mut groups: HashSet<String> = HashSet::new();
         let mut running = 0usize;
         let mut stopping = self.interrupted;
@@ -470,6 +471,7 @@ impl<'a> Scheduler<'a> {
                     self.waiting_at = waiting.iter().map(|&i| steps[i].id.clone()).collect();
                     break;
                 }
+                self.ask(steps, &waiting, &mut prompt);
             }
             if running == 0 && (stopping || (idle && waiting.is_empty())) {
                 self.abandon_gates(steps, &mut slots, &waiting)?;
@@ -585,6 +587,10 @@ impl<'a> Scheduler<'a> {
                             let _ = stop_tx.send(Stop::Cancel);
                         }
                     }
+                }
+                Some(answer) = gates::recv_answer(&mut prompt) => {
+                    self.answer(steps, &answer, &mut prompt)?;
+                    next_poll = Instant::now();
                 }
                 () = sleep_until(poll_at) => {
                     next_poll = Instant::now() + self.gates.poll;

@@ -29,6 +29,7 @@ pub fn options(exec: &ExecArgs) -> GateOptions {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     GateOptions {
         wait: exec.wait || (!exec.detach && tty),
+        prompt: !exec.detach && tty,
         approve_as: exec.approve_as.clone(),
         poll: Duration::from_millis(
             std::env::var("PIPE_GATE_POLL_MS")

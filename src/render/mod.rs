@@ -198,9 +198,12 @@ impl Sink for Renderer {
                 "[{step}] expired: no decision by {}; the gate fails closed",
                 pipe_runtime::time::rfc3339(*deadline_ms)
             )),
+            Event::GatePrompt { step, user, .. } => Self::line(&format!(
+                "[{step}] decide as {user}? y = approve, n = reject, Enter = leave it to others"
+            )),
             Event::GateRefused {
                 step, user, reason, ..
-            } => Self::line(&format!("[{step}] approval as {user} refused: {reason}")),
+            } => Self::line(&format!("[{step}] decision as {user} refused: {reason}")),
             Event::RunWaiting {
                 run,
                 gates,

@@ -39,6 +39,8 @@ pub struct GateOptions {
     pub approve_as: Option<String>,
     /// How often the store is read for decisions made by other processes.
     pub poll: Duration,
+    /// Ask on the terminal (stdin) for a decision as the current user.
+    pub prompt: bool,
 }
 
 impl Default for GateOptions {
@@ -47,6 +49,7 @@ impl Default for GateOptions {
             wait: false,
             approve_as: None,
             poll: Duration::from_millis(500),
+            prompt: false,
         }
     }
 }

@@ -17,7 +17,101 @@ use crate::mask::mask_with;
 use crate::retry::Class;
 use crate::state::{now_ms, StateError};
 
+/// The terminal prompt of an interactive run: the gate asked about, the
+/// gates already asked (each once), and the lines typed on stdin.
+#[derive(Default)]
+pub(super) struct Prompt {
+    asking: Option<usize>,
+    asked: std::collections::BTreeSet<usize>,
+    lines: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+/// The next line typed at the prompt (never, when not prompting).
+pub(super) async fn recv_answer(p: &mut Prompt) -> Option<String> {
+    match &mut p.lines {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Scheduler<'_> {
+    /// On a terminal, asks the current user about the first waiting gate
+    /// not asked yet. stdin is read on a thread of its own, started once.
+    pub(super) fn ask(
+        &mut self,
+        steps: &[&PlanStep],
+        waiting: &std::collections::BTreeSet<usize>,
+        p: &mut Prompt,
+    ) {
+        if !self.gates.prompt || p.asking.is_some_and(|i| waiting.contains(&i)) {
+            return;
+        }
+        p.asking = None;
+        let Some(&i) = waiting.iter().find(|i| !p.asked.contains(i)) else {
+            return;
+        };
+        if p.lines.is_none() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            p.lines = Some(rx);
+        }
+        p.asking = Some(i);
+        p.asked.insert(i);
+        self.emit(Event::GatePrompt {
+            run: self.run_id,
+            step: steps[i].id.clone(),
+            user: gate::identity::current_user(),
+        });
+    }
+
+    /// Records the answer typed at the prompt, under the same rules as
+    /// `pipe approve` / `pipe reject` (recorded with `via = "inline"`).
+    pub(super) fn answer(
+        &mut self,
+        steps: &[&PlanStep],
+        line: &str,
+        p: &mut Prompt,
+    ) -> Result<(), StateError> {
+        let Some(i) = p.asking.take() else {
+            return Ok(());
+        };
+        let decision = match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => Decision::Approve,
+            "n" | "no" => Decision::Reject,
+            _ => return Ok(()),
+        };
+        let user = gate::identity::current_user();
+        match gate::decide(
+            self.store,
+            self.run_id,
+            &steps[i].id,
+            &user,
+            decision,
+            None,
+            "inline",
+            Some(&self.plan_hash),
+        ) {
+            Ok(_) => Ok(()),
+            Err(DecideError::Refused(reason)) => {
+                self.emit(Event::GateRefused {
+                    run: self.run_id,
+                    step: steps[i].id.clone(),
+                    user,
+                    reason,
+                });
+                Ok(())
+            }
+            Err(DecideError::State(e)) => Err(e),
+        }
+    }
+
     /// Opens an approval gate (or finds it open, on resume), records an
     /// `--approve-as` approval, and settles it at once if decided.
     pub(super) fn open_gate(
