@@ -682,3 +682,37 @@ fn an_approver_on_a_terminal_decides_inline() {
     assert_eq!(st["gates"][0]["decisions"][0]["user"], "alice");
     assert_eq!(st["gates"][0]["decisions"][0]["via"], "inline");
 }
+
+#[test]
+fn concurrent_decisions_are_ordered_by_the_store() {
+    let p = Proj::new(&gated("min_approvals = 2"));
+    assert_eq!(p.run("carol", &["run", "p"]).code, 3);
+    // Four approvals at once, two by each of two people: SQLite orders
+    // them, and each is checked against the ones committed before it.
+    let children: Vec<Child> = ["alice", "bob", "alice", "bob"]
+        .iter()
+        .map(|u| p.spawn(u, &["approve", "1", "approve"]))
+        .collect();
+    let results: Vec<Ran> = children
+        .into_iter()
+        .map(|c| finish(c, Duration::from_mins(1)))
+        .collect();
+    let ok = results.iter().filter(|r| r.code == 0).count();
+    let all: String = results.iter().map(Ran::all).collect();
+    assert_eq!(ok, 2, "exactly one approval per person counts:\n{all}");
+    for r in results.iter().filter(|r| r.code != 0) {
+        assert_eq!(r.code, 2, "{all}");
+        assert!(r.stderr.contains("already approved"), "{all}");
+    }
+    let st = p.status("1");
+    assert_eq!(st["gates"][0]["status"], "approved");
+    let mut by: Vec<String> = st["gates"][0]["approved_by"]
+        .as_array()
+        .expect("approved_by")
+        .iter()
+        .map(|v| v.as_str().expect("user").to_string())
+        .collect();
+    by.sort();
+    assert_eq!(by, ["alice", "bob"]);
+    assert_eq!(p.run("carol", &["resume", "1"]).code, 0);
+}
