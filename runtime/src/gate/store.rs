@@ -5,6 +5,7 @@
 //! committed.
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use serde::Serialize;
 
 use super::identity::approver_entry;
 use super::{Shown, Spec};
@@ -72,8 +73,6 @@ pub struct DecisionRecord {
     pub at_ms: i64,
     pub plan_hash: String,
 }
-
-use serde::Serialize;
 
 /// A gate of a run, as stored.
 #[derive(Clone, Debug, Serialize)]
