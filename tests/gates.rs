@@ -716,3 +716,31 @@ fn concurrent_decisions_are_ordered_by_the_store() {
     assert_eq!(by, ["alice", "bob"]);
     assert_eq!(p.run("carol", &["resume", "1"]).code, 0);
 }
+
+#[test]
+fn the_deadline_survives_a_crash() {
+    let p = Proj::new(&gated("timeout = 3s"));
+    let mut child = p.spawn("carol", &["run", "p", "--wait", "--output", "plain"]);
+    p.wait_for_gate(1, "production.approve");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let g = &p.gates()[0];
+    assert_eq!(g["status"], "pending");
+    let overdue = wait_for(Duration::from_secs(20), || {
+        p.gates().first().is_some_and(|g| g["overdue"] == true)
+    });
+    assert!(overdue, "the stored deadline never passed");
+    let shown = p.run("nobody", &["gates"]);
+    assert!(
+        shown.stdout.contains("(passed: it fails closed)"),
+        "{}",
+        shown.all()
+    );
+    // The resumed run does not start a new timer: the gate fails at once.
+    let t0 = Instant::now();
+    let r = p.run("carol", &["resume", "--wait", "--output", "plain"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(t0.elapsed() < Duration::from_secs(3), "it waited again");
+    assert!(r.stdout.contains("the gate failed closed"), "{}", r.all());
+    assert!(!p.path("deployed").exists());
+}
