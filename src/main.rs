@@ -92,6 +92,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "ascii")]
         format: commands::graph::Format,
+        #[command(flatten)]
+        secrets: commands::env::SecretArgs,
     },
     /// Run a pipeline: every step as soon as its needs are done.
     Run {
@@ -134,6 +136,17 @@ enum Command {
         state: commands::run::StateArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: commands::gates::Format,
+    },
+    /// Validate environments (`env check`) or show one's resolved variables (`env show`).
+    Env {
+        #[command(subcommand)]
+        command: commands::env::EnvCommand,
+        /// Set a param: `-p version=1.2.0`.
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_kv, global = true)]
+        params: Vec<(String, String)>,
+        /// Evaluate `git.*` (and so `allow_if`) at this ref instead of HEAD.
+        #[arg(long, value_name = "REF", global = true)]
+        git_ref: Option<String>,
     },
     /// Remove containers and networks left in the Docker Engine by runs that crashed.
     Gc,
@@ -220,10 +233,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             pipeline,
             plan,
             format,
+            secrets,
         } => {
             let ctx = context(&project, &plan);
             let p = commands::plan_for(&project, &pipeline, &ctx)?;
-            print(&commands::graph::render(&p, format))
+            let text = commands::graph::render(&p, format);
+            print(&commands::env::mask_output(&project, &p, &secrets, &text)?)
+        }
+        Command::Env {
+            command,
+            params,
+            git_ref,
+        } => {
+            let plan = PlanArgs {
+                env: None,
+                params,
+                git_ref,
+            };
+            commands::env::run(&project, command, &context(&project, &plan))
         }
         Command::Run {
             pipeline,
@@ -284,12 +311,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    commands::env::install_panic_hook();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(f) => {
             if let Some(m) = f.message {
-                eprintln!("error: {m}");
+                eprintln!("error: {}", commands::env::mask(&m));
             }
             ExitCode::from(f.code)
         }

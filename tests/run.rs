@@ -818,7 +818,8 @@ echo "token=$TOKEN" >> "$PIPE_OUTPUT"
     let mut c = p.cmd(&["run", "p", "--output", "plain"]);
     c.env("PIPE_TEST_TOKEN", "abc");
     let r = finish(c.spawn().expect("spawn"), Duration::from_secs(30));
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    // Refused before the run starts, as an invalid setup (docs/exit-codes.md).
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     let all = r.stdout + &r.stderr;
     assert!(
         all.contains("secret `PIPE_TEST_TOKEN` is refused: a secret shorter than 4 characters cannot be masked"),

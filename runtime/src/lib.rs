@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod docker;
+pub mod environment;
 pub mod event;
 pub mod executor;
 pub mod gate;
@@ -13,6 +14,7 @@ pub mod process_tree;
 pub mod retry;
 pub mod scheduler;
 pub mod scope;
+pub mod secrets;
 pub mod state;
 pub mod time;
 

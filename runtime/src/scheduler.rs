@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::event::{Event, Sink};
 use crate::executor::{Ending, Io, Job, LogLine, Outcome, Registry, Stop};
-use crate::mask::{mask_with, Masker, SharedMasker};
+use crate::mask::{mask_with, SharedMasker};
 use crate::retry::Class;
 use crate::scope::{RunScope, StepView};
 use crate::state::{now_ms, StateError, StepRecord, Store};
@@ -39,6 +39,8 @@ pub struct Options {
     pub no_cache: bool,
     /// Report why each cacheable step missed (`--explain-cache`).
     pub explain_cache: bool,
+    /// Where `secrets.NAME` values come from.
+    pub secrets: std::sync::Arc<crate::secrets::Secrets>,
 }
 
 /// How a run ended.
@@ -176,6 +178,7 @@ impl<'a> Scheduler<'a> {
         opts: Options,
         sink: &'a mut dyn Sink,
     ) -> Self {
+        let masker = declared_secrets_masker(plan, &opts.secrets);
         Scheduler {
             plan,
             store,
@@ -189,7 +192,7 @@ impl<'a> Scheduler<'a> {
             interrupted: false,
             killed: false,
             explained: std::cell::RefCell::new(Vec::new()),
-            masker: declared_secrets_masker(plan),
+            masker,
             resolved: std::cell::RefCell::new(Vec::new()),
             gates: crate::gate::GateOptions::default(),
             plan_hash: crate::gate::plan_hash(plan),
@@ -694,6 +697,7 @@ impl<'a> Scheduler<'a> {
             env,
             run: run_vars,
             secrets_used: &self.resolved,
+            secrets: &self.opts.secrets,
         };
         f(&scope)
     }
@@ -927,8 +931,8 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// The variables of the step's `env` block: its file, then its `vars`,
-    /// checked against `require` and `forbid`.
+    /// The variables of the step's `env` block: its file, then its `vars`
+    /// (`require`, `forbid` and `allow_if` were checked before the run).
     fn environment(
         &self,
         step: &PlanStep,
@@ -954,22 +958,8 @@ impl<'a> Scheduler<'a> {
                     path.display()
                 )
             })?;
-            for line in text.lines() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let line = line.strip_prefix("export ").unwrap_or(line);
-                if let Some((k, v)) = line.split_once('=') {
-                    let v = v.trim();
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                        .unwrap_or(v);
-                    env.insert(k.trim().to_string(), v.to_string());
-                }
-            }
+            // Validated before the run (crate::environment); only read here.
+            env.extend(crate::environment::DotEnv::parse(&text).vars);
         }
         for (k, d) in &spec.vars {
             let v = match d {
@@ -980,22 +970,6 @@ impl<'a> Scheduler<'a> {
             };
             let s = interpolate(&v, spec.span).map_err(|e| e.message)?;
             env.insert(k.clone(), s);
-        }
-        for r in &spec.require {
-            if !env.contains_key(r) && std::env::var(r).is_err() {
-                return Err(format!(
-                    "env `{}` (at {at}) requires `{r}`, which is set neither in its file nor in the environment",
-                    spec.name
-                ));
-            }
-        }
-        for (k, bad) in &spec.forbid {
-            let cur = env.get(k).cloned().or_else(|| std::env::var(k).ok());
-            if let (Some(c), Ok(b)) = (cur, interpolate(bad, spec.span)) {
-                if c == b {
-                    return Err(format!("env `{}` (at {at}) forbids `{k}={b}`", spec.name));
-                }
-            }
         }
         Ok(env)
     }
@@ -1154,47 +1128,8 @@ pub fn backoff_delay(b: Backoff, n: u32) -> Duration {
 /// so a step that reads the variable directly, or runs before the first step
 /// that references it, is masked too. A value too short to mask is left to
 /// the step that uses it, which refuses it with the reason.
-fn declared_secrets_masker(plan: &Plan) -> SharedMasker {
-    let masker = Masker::shared();
-    let mut names: BTreeSet<String> = BTreeSet::new();
-    for env in plan.envs().values() {
-        names.extend(env.secrets.iter().cloned());
-    }
-    let mut visit = |d: &Deferrable| {
-        if let Deferrable::Deferred(e) = d {
-            e.walk(&mut |sub| {
-                if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
-                    names.insert((*name).to_string());
-                }
-            });
-        }
-    };
-    for step in plan.steps().iter().chain(plan.handlers()) {
-        step.env
-            .values()
-            .chain(step.inputs.values())
-            .for_each(&mut visit);
-        step.when.iter().for_each(&mut visit);
-        for cmd in step.run.iter().chain(step.on_failure.iter()) {
-            for part in &cmd.parts {
-                if let pipe_lang::plan::CommandPart::Value(d) = part {
-                    visit(d);
-                }
-            }
-        }
-    }
-    {
-        let mut m = masker
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for name in names {
-            if let Ok(value) = std::env::var(&name) {
-                // Too short: refused, with its name, when a step resolves it.
-                let _ = m.add(&value);
-            }
-        }
-    }
-    masker
+fn declared_secrets_masker(plan: &Plan, secrets: &crate::secrets::Secrets) -> SharedMasker {
+    crate::secrets::masker_for(plan, secrets)
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct RunScope<'a> {
     /// Every `secrets.NAME` resolved, as (name, value): the scheduler
     /// registers them with the run's masker before a step uses them.
     pub secrets_used: &'a std::cell::RefCell<Vec<(String, String)>>,
+    /// Where `secrets.NAME` values come from (file, directory, environment).
+    pub secrets: &'a crate::secrets::Secrets,
 }
 
 impl RunScope<'_> {
@@ -85,7 +87,7 @@ impl Scope for RunScope<'_> {
                     0,
                 ),
             },
-            "secrets" => match key(0).and_then(|k| Some((k, std::env::var(k).ok()?))) {
+            "secrets" => match key(0).and_then(|k| Some((k, self.secrets.get(k)?.0))) {
                 Some((k, v)) => {
                     self.secrets_used
                         .borrow_mut()

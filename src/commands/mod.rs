@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod env;
 pub mod fmt;
 pub mod gates;
 pub mod gc;

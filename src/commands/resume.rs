@@ -83,6 +83,7 @@ pub fn run(
             record.id
         )));
     }
+    super::env::preflight(project, &plan, &context(&record).git, &exec.secrets)?;
     execute(project, &plan, &store, record.id, &prior, true, exec)
 }
 

@@ -47,6 +47,8 @@ pub struct ExecArgs {
     pub output: Output,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub secrets: super::env::SecretArgs,
 }
 
 /// Where the state store lives.
@@ -92,6 +94,7 @@ pub fn run(
     if dry_run {
         return crate::print(&dry_run_text(&plan));
     }
+    super::env::preflight(project, &plan, &ctx.git, &exec.secrets)?;
     let (files, _) = project.resolve(pipeline)?;
     let roots = files.iter().map(|f| project.display_name(f)).collect();
     let store = exec.state.open(project)?;
@@ -142,6 +145,7 @@ pub fn execute(
         grace: grace(),
         no_cache: exec.no_cache,
         explain_cache: exec.explain_cache,
+        secrets: super::env::secrets(),
     };
     if opts.jobs == 0 {
         return Err(Failure::invalid("--jobs must be at least 1"));

@@ -44,6 +44,7 @@ pub(crate) async fn notify(ctx: Ctx, service: Service) -> Result<Outputs, Failur
     let url = parse_url(&url_text, url_key)?;
     let headers = ctx.pairs("headers")?;
     let mut mask = Mask::new();
+    mask.1 = Some(ctx.masker());
     mask.add(&url_text);
     for seg in url.path_segments().into_iter().flatten() {
         if seg.len() >= 16 {
@@ -221,12 +222,13 @@ fn cut(s: &str, max: usize) -> String {
     t
 }
 
-/// Values that must not leave in a payload.
-struct Mask(Vec<String>);
+/// Values that must not leave in a payload: the run's secrets (every
+/// source, every encoding) and the values named above.
+struct Mask(Vec<String>, Option<crate::mask::SharedMasker>);
 
 impl Mask {
     fn new() -> Mask {
-        Mask(Vec::new())
+        Mask(Vec::new(), None)
     }
 
     fn add(&mut self, v: &str) {
@@ -250,7 +252,10 @@ impl Mask {
     }
 
     fn apply(&self, s: &str) -> String {
-        let mut out = s.to_string();
+        let mut out = match &self.1 {
+            Some(m) => crate::mask::mask_with(m, s),
+            None => s.to_string(),
+        };
         for m in &self.0 {
             out = out.replace(m.as_str(), "***");
         }

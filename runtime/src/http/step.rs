@@ -67,6 +67,11 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The run's masker: every secret of the run, from every source.
+    pub fn masker(&self) -> crate::mask::SharedMasker {
+        self.mask.clone()
+    }
+
     /// A line in the step's log.
     pub fn log(&self, line: impl Into<String>) {
         let line = crate::mask::mask_with(&self.mask, &line.into());
