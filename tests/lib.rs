@@ -5,6 +5,7 @@ mod common;
 
 mod check;
 mod docker;
+mod env;
 mod examples;
 mod fmt;
 mod gates;

@@ -160,10 +160,9 @@ impl Validation {
 pub fn used_by(plan: &Plan) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let all = plan.steps().iter().chain(plan.handlers());
-    for n in plan
-        .target_env
-        .iter()
-        .chain(all.filter_map(|s| s.environment.as_ref()))
+    for n in all
+        .filter_map(|s| s.environment.as_ref())
+        .chain(plan.target_env.iter())
     {
         if plan.envs().contains_key(n) && !names.contains(n) {
             names.push(n.clone());
