@@ -396,12 +396,16 @@ fn b64_inner(secret: &str, k: usize) -> String {
     let enc = b64(&bytes);
     let enc = enc.trim_end_matches('=');
     let skip = [0, 2, 3][k];
-    let drop_end = usize::from(bytes.len() % 3 != 0);
+    let drop_end = usize::from(!bytes.len().is_multiple_of(3));
     enc[skip..enc.len() - drop_end].to_string()
 }
 
 fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    s.bytes().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn url_encode(s: &str) -> String {
@@ -875,4 +879,68 @@ fn a_secret_interpolated_into_run_is_rejected_by_check() {
     ] {
         assert!(r.stderr.contains(want), "lacks {want:?}: {}", r.all());
     }
+}
+
+/// The rules docs/environments.md gives for the two environments.
+const EXAMPLE_RULES: &str = r#"pipeline service {
+  env staging {
+    file    = "envs/staging.env"
+    require = ["APP_ENV", "DATABASE_URL", "API_URL", "CORS_ORIGINS"]
+    forbid  = { APP_ENV = "production" }
+  }
+  env prod {
+    file     = "envs/production.env"
+    require  = ["APP_ENV", "DATABASE_URL", "API_URL", "CORS_ORIGINS", "DB_POOL_SIZE", "RATE_LIMIT_DEFAULT"]
+    forbid   = { DEBUG = ["true", "1"], CORS_ORIGINS = "*", APP_ENV = "staging" }
+    allow_if = git.tag =~ "^v"
+  }
+  stage s {
+    step a { run = "true" }
+  }
+}
+"#;
+
+#[test]
+fn the_shipped_example_env_files_pass_the_documented_rules() {
+    let p = Proj::new();
+    p.write("pipelines/service.pipe", EXAMPLE_RULES);
+    let root = crate::common::repo_root();
+    let staging =
+        std::fs::read_to_string(root.join("examples/staging.env.example")).expect("staging");
+    let prod = std::fs::read_to_string(root.join("examples/production.env.example")).expect("prod");
+    p.write("envs/staging.env", &staging);
+    p.write("envs/production.env", &prod);
+    let r = p.pipe(&["env", "check", "--git-ref", "HEAD"]);
+    // Not a repository: allow_if is false, and says why; the files are fine.
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(
+        r.stdout,
+        "✓ env `staging` of `service`: 16 variables, 0 secrets\n✗ env `prod` of `service`: 27 variables, 0 secrets (1 problem)\n",
+        "{}",
+        r.all()
+    );
+    assert!(r.stderr.contains("git.tag is not set"), "{}", r.all());
+    p.git_init();
+    p.git(&["tag", "v1.0.0"]);
+    let r = p.pipe(&["env", "check"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Debug switched on, or CORS opened to everyone, is refused.
+    p.write(
+        "envs/production.env",
+        &prod
+            .replace("DEBUG=false", "DEBUG=1")
+            .replace("CORS_ORIGINS=https://app.example.com", "CORS_ORIGINS=*"),
+    );
+    let r = p.pipe(&["env", "check", "--env", "prod"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("forbids `DEBUG=1`"), "{}", r.all());
+    assert!(r.stderr.contains("forbids `CORS_ORIGINS=*`"), "{}", r.all());
+    let r = p.pipe(&["env", "show", "--env", "prod"]);
+    assert!(
+        r.stdout.contains(
+            "SECURITY_HSTS                 = max-age=63072000; includeSubDomains; preload"
+        ),
+        "{}",
+        r.all()
+    );
 }
