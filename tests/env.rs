@@ -944,3 +944,37 @@ fn the_shipped_example_env_files_pass_the_documented_rules() {
         r.all()
     );
 }
+
+#[test]
+fn an_error_message_quoting_a_secret_is_masked() {
+    const SECRET: &str = "pw-Quoted-In-Error-77";
+    let p = Proj::new();
+    p.write(
+        "pipelines/p.pipe",
+        "pipeline p {\n  env prod {\n    file    = \"envs/prod.env\"\n    secrets = [\"DB_PASSWORD\"]\n  }\n  stage s {\n    env = prod\n    step a { run = \"echo ran > ran.txt\" }\n  }\n}\n",
+    );
+    // A broken line that holds the secret: the diagnostic shows the line.
+    p.write(
+        "envs/prod.env",
+        &format!("API_URL=https://api.example.com\nDB PASSWORD={SECRET}\n"),
+    );
+    p.secret("vault/DB_PASSWORD", SECRET);
+    let r = p.pipe(&["run", "p", "--secrets-dir", "vault", "--output", "plain"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+    assert!(r.stderr.contains(" 2 │ DB PASSWORD=***"), "{}", r.all());
+    assert!(
+        r.stderr.contains("╰── cannot parse this line"),
+        "{}",
+        r.all()
+    );
+    assert!(!p.root().join("ran.txt").exists());
+    // An explicit secrets directory that does not exist is an error.
+    let r = p.pipe(&["env", "check", "--secrets-dir", "nowhere"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("nowhere does not exist") && r.stderr.contains("help: create it"),
+        "{}",
+        r.all()
+    );
+}
