@@ -978,3 +978,30 @@ fn an_error_message_quoting_a_secret_is_masked() {
         r.all()
     );
 }
+
+#[test]
+fn run_context_is_visible_to_every_step() {
+    let p = Proj::new();
+    p.write(
+        "pipelines/p.pipe",
+        "pipeline p {\n  env staging { }\n  stage s {\n    env = staging\n    step show { run = \"echo id=${run.id} pipeline=${run.pipeline} env=${run.env} started=${run.started} now=${now()}\" }\n  }\n}\n",
+    );
+    let r = p.pipe(&["run", "p", "--env", "staging", "--output", "plain"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let line = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("| id=").map(|(_, rest)| rest.to_string()))
+        .unwrap_or_else(|| panic!("{}", r.all()));
+    let (head, times) = line.split_once(" started=").expect("started");
+    assert_eq!(head, "1 pipeline=p env=staging");
+    let (started, now) = times.split_once(" now=").expect("now");
+    for t in [started, now] {
+        // RFC 3339 in UTC: 2026-11-27T10:00:00.123Z or without the fraction.
+        assert!(
+            t.len() >= 20 && t.ends_with('Z') && &t[4..5] == "-" && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+    assert!(started <= now, "{started} {now}");
+}

@@ -12,6 +12,7 @@ pub mod http;
 pub mod mask;
 pub mod process_tree;
 pub mod retry;
+pub mod run_context;
 pub mod scheduler;
 pub mod scope;
 pub mod secrets;

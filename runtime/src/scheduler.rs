@@ -263,8 +263,7 @@ impl<'a> Scheduler<'a> {
                     Some(HandlerKind::Always) | None => true,
                 })
                 .collect();
-            let mut run = IndexMap::new();
-            run.insert("id".to_string(), Value::Str(self.run_id.to_string()));
+            let mut run = crate::run_context::vars(self.store, self.run_id, &self.plan.pipeline);
             run.insert("status".to_string(), Value::Str(end.as_str().to_string()));
             run.insert(
                 "failed_step".to_string(),
@@ -416,8 +415,9 @@ impl<'a> Scheduler<'a> {
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<LogLine>();
         let (stop_tx, stop_rx) = watch::channel(if self.killed { Stop::Kill } else { Stop::Run });
         let is_main = run_vars.is_none();
-        let empty_run = IndexMap::new();
-        let run_vars = run_vars.unwrap_or(empty_run);
+        let run_vars = run_vars.unwrap_or_else(|| {
+            crate::run_context::vars(self.store, self.run_id, &self.plan.pipeline)
+        });
 
         loop {
             // Start what can start.
