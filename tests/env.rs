@@ -262,6 +262,14 @@ fn production_is_refused_on_an_untagged_commit_and_allowed_on_a_tag() {
         r.stderr
     );
     assert!(!p.root().join("built.txt").exists());
+    // A misspelt env is refused, not run as "the stages without an env".
+    let r = p.pipe(&["run", "release", "--env", "prd", "--output", "plain"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(
+        r.stderr,
+        "error: pipeline `release` has no `env prd`\n  help: did you mean `prod`?\n"
+    );
+    assert!(!p.root().join("built.txt").exists());
     // A tag that does not match says what it is.
     p.git(&["tag", "nightly-1"]);
     let r = p.pipe(&["env", "check", "--env", "prod"]);

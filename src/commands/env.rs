@@ -144,6 +144,12 @@ pub fn preflight(
     git: &Value,
     args: &SecretArgs,
 ) -> Result<(), Failure> {
+    if let Some(e) = &plan.target_env {
+        // A typo would otherwise run only the stages without an env.
+        if !plan.envs().contains_key(e) {
+            return Err(Failure::invalid(unknown_env(plan, e)));
+        }
+    }
     let secrets = load_secrets(project, args)?;
     let masker = pipe_runtime::secrets::masker_for(plan, &secrets);
     let _ = LOADED.set((Arc::new(secrets), masker.clone()));
