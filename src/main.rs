@@ -246,9 +246,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             git_ref,
         } => {
             let plan = PlanArgs {
-                env: None,
                 params,
                 git_ref,
+                ..PlanArgs::default()
             };
             commands::env::run(&project, command, &context(&project, &plan))
         }

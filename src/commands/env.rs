@@ -90,8 +90,14 @@ fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
         .location()
         .map(|l| format!(" at {}:{}", l.file(), l.line()))
         .unwrap_or_default();
+    // Captured only when RUST_BACKTRACE asks for it, and masked like the rest.
+    let trace = std::backtrace::Backtrace::capture();
+    let trace = match trace.status() {
+        std::backtrace::BacktraceStatus::Captured => format!("\n{trace}"),
+        _ => String::new(),
+    };
     mask(&format!(
-        "pipe panicked{at}: {msg}\nThis is a bug in pipe; please report it."
+        "pipe panicked{at}: {msg}\nThis is a bug in pipe; please report it.{trace}"
     ))
 }
 
