@@ -66,6 +66,21 @@ impl Proj {
             .env_remove("PIPE_STATE_DIR")
             .env_remove("PIPE_SECRETS_FILE")
             .env_remove("PIPE_SECRETS_DIR");
+        // What the tests set must not come from the machine running them.
+        for k in [
+            "DATABASE_URL",
+            "API_URL",
+            "CORS_ORIGINS",
+            "DEBUG",
+            "APP_ENV",
+            "API_TOKEN",
+            "DB_PASSWORD",
+            "TLS_KEY",
+            "SLACK_WEBHOOK",
+            "REGION",
+        ] {
+            c.env_remove(k);
+        }
         for (k, v) in env {
             c.env(k, v);
         }
@@ -1012,4 +1027,38 @@ fn run_context_is_visible_to_every_step() {
         );
     }
     assert!(started <= now, "{started} {now}");
+}
+
+#[test]
+fn env_show_says_where_each_variable_comes_from() {
+    let p = Proj::new();
+    p.write(
+        "pipelines/p.pipe",
+        "pipeline p {\n  env staging {\n    file    = \"envs/staging.env\"\n    vars    = { LOG_LEVEL = \"debug\", API_URL = \"https://override.example.com\" }\n    require = [\"API_URL\", \"REGION\"]\n    secrets = [\"SLACK_WEBHOOK\"]\n  }\n  stage s {\n    env = staging\n    step a { run = \"true\" }\n  }\n}\n",
+    );
+    p.write(
+        "envs/staging.env",
+        "# staging\nAPI_URL=https://staging.example.com\nDATABASE_URL=postgresql://app@db:5432/app\n",
+    );
+    let r = p.pipe_env(
+        &["env", "show", "--env", "staging"],
+        &[
+            ("REGION", "eu-west-1"),
+            ("SLACK_WEBHOOK", "https://hooks.example/T0/B0/xyzzy"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        r.stdout,
+        "env `staging` of pipeline `p`
+variables:
+  API_URL       = https://override.example.com  # vars at pipelines/p.pipe:4:15
+  DATABASE_URL  = postgresql://app@db:5432/app  # envs/staging.env:3
+  LOG_LEVEL     = debug                         # vars at pipelines/p.pipe:4:15
+  REGION        = eu-west-1                     # process environment
+secrets:
+  SLACK_WEBHOOK = ***                           # process environment
+"
+    );
+    assert!(!r.all().contains("xyzzy"), "{}", r.all());
 }

@@ -387,6 +387,14 @@ fn check_env(
             )));
         }
     }
+    // Required keys that only pipe's environment sets are part of the env too.
+    for key in &spec.require {
+        if !resolved.vars.contains_key(key) {
+            if let Ok(val) = std::env::var(key) {
+                resolved.vars.insert(key.clone(), (val, VarOrigin::Process));
+            }
+        }
+    }
     for name in &spec.secrets {
         let rule = sub_span(&v.sources, at("secrets"), &format!("\"{name}\""));
         match secrets.check(name) {
