@@ -1,12 +1,14 @@
 //! Secret masking: every secret value a run resolves is registered with the
 //! run's [`Masker`], and text leaving the runtime (log lines and log files,
-//! events, step outputs and errors in the state store) passes through it.
+//! events, step outputs and errors in the state store, notification payloads)
+//! passes through it; the CLI masks graph output, errors and panics with it.
 //!
 //! Covered forms of a secret: the raw value; each line of a multi-line value
 //! (lines shorter than [`MIN_SECRET_LEN`] are ignored); base64 in all three
 //! alignments, standard and URL-safe alphabets (for each alignment, only the
 //! inner characters that do not depend on the surrounding bytes); percent
-//! (URL) encoding; lower- and upper-case hex. Matches become [`REPLACEMENT`].
+//! (URL) encoding, and form encoding (space as `+`); lower- and upper-case
+//! hex. Matches become [`REPLACEMENT`].
 //! A secret shorter than [`MIN_SECRET_LEN`] characters is refused: masking it
 //! would mangle ordinary output and still leak it.
 
@@ -190,6 +192,13 @@ fn forms(v: &[u8]) -> Vec<Vec<u8>> {
     }
     out.push(percent(v, false));
     out.push(percent(v, true));
+    if v.contains(&b' ') {
+        // Form encoding (`application/x-www-form-urlencoded`): space as `+`.
+        for lower in [false, true] {
+            let p = percent(v, lower);
+            out.push(String::from_utf8_lossy(&p).replace("%20", "+").into_bytes());
+        }
+    }
     out.push(hex(v, false));
     out.push(hex(v, true));
     out
@@ -357,6 +366,13 @@ mod tests {
         let m = masker();
         assert_eq!(m.mask("q=s3cr3t%20value%2F42%21&x=1"), "q=***&x=1");
         assert_eq!(m.mask("q=s3cr3t%20value%2f42%21"), "q=***");
+    }
+
+    #[test]
+    fn masks_form_encoding_with_plus_for_space() {
+        let m = masker();
+        assert_eq!(m.mask("q=s3cr3t+value%2F42%21&x=1"), "q=***&x=1");
+        assert_eq!(m.mask("q=s3cr3t+value%2f42%21"), "q=***");
     }
 
     #[test]
