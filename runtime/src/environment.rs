@@ -197,7 +197,12 @@ pub fn validate(
 /// The span of `needle` inside the source a span covers, or the span itself.
 fn sub_span(sources: &SourceMap, span: Span, needle: &str) -> Span {
     let text = sources.snippet(span);
-    match text.find(needle) {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    // A whole word: `DEBUG` is not the `DEBUG` inside `NODEBUG`.
+    let found = text.match_indices(needle).map(|(i, _)| i).find(|&i| {
+        !word(text[..i].chars().next_back()) && !word(text[i + needle.len()..].chars().next())
+    });
+    match found {
         Some(i) => Span::new(
             span.file,
             span.start as usize + i,
@@ -577,6 +582,18 @@ mod tests {
         assert_eq!(e.lines["B"], 4);
         assert_eq!(e.lines["D"], 7);
         assert_eq!(&e.text[e.ranges["B"].clone()], "B=\"two words\"");
+    }
+
+    #[test]
+    fn a_rule_span_is_the_whole_word() {
+        let mut sources = SourceMap::new();
+        let text = "forbid = { NODEBUG = \"1\", DEBUG = \"true\" }";
+        let id = sources.add("p.pipe", text);
+        let all = Span::new(id, 9, text.len());
+        let s = sub_span(&sources, all, "DEBUG");
+        assert_eq!(sources.snippet(s), "DEBUG");
+        assert_eq!(s.start, 26);
+        assert_eq!(sub_span(&sources, all, "MISSING"), all);
     }
 
     #[test]
