@@ -121,9 +121,9 @@ pub fn main(args: &[String], var: &dyn Fn(&str) -> Option<String>) -> i32 {
                 3
             }
         },
-        ("up", []) => apply(&mut conn, &path, &migrations, to.unwrap_or(latest), backup),
+        ("up", []) => apply(&mut conn, &path, &migrations, to.unwrap_or(latest), backup, "up"),
         ("down", []) => match to {
-            Some(n) => apply(&mut conn, &path, &migrations, n, backup),
+            Some(n) => apply(&mut conn, &path, &migrations, n, backup, "down"),
             None => {
                 eprintln!("down needs --to N (0 reverts everything)\n{USAGE}");
                 2
@@ -169,11 +169,19 @@ fn apply(
     migrations: &[db::Migration],
     target: u32,
     backup: bool,
+    direction: &str,
 ) -> i32 {
     let before = db::current_version(conn).unwrap_or(0);
     if before == target {
         println!("already at version {target}");
         return 0;
+    }
+    if (direction == "up") != (target > before) {
+        eprintln!(
+            "error: the database is at version {before}: `{direction} --to {target}` would go the other way (use `{}`)",
+            if direction == "up" { "down" } else { "up" }
+        );
+        return 2;
     }
     let saved = if backup {
         match db::backup(conn, path) {
