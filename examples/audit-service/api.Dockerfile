@@ -5,7 +5,7 @@
 # image can be pulled here. Stage 1 checks the binary runs with no libraries
 # and assembles the root filesystem; stage 2 is that filesystem alone on
 # scratch: no shell, no package manager, a few MB.
-ARG BASE=pipe-base/busybox:latest
+ARG BASE=pipe-base/busybox:static
 
 FROM ${BASE} AS build
 # The binary first: a rebuild of the service reuses the steps above it.
@@ -26,7 +26,6 @@ ARG BUILD_DATE=unknown
 # /metrics: the rollback demo.
 ARG BROKEN=0
 LABEL org.opencontainers.image.title="audit-api" \
-      org.opencontainers.image.description="The audit API: /health, /metrics and the audit resource" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${GIT_SHA}" \
       org.opencontainers.image.created="${BUILD_DATE}" \

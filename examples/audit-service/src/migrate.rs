@@ -121,7 +121,14 @@ pub fn main(args: &[String], var: &dyn Fn(&str) -> Option<String>) -> i32 {
                 3
             }
         },
-        ("up", []) => apply(&mut conn, &path, &migrations, to.unwrap_or(latest), backup, "up"),
+        ("up", []) => apply(
+            &mut conn,
+            &path,
+            &migrations,
+            to.unwrap_or(latest),
+            backup,
+            "up",
+        ),
         ("down", []) => match to {
             Some(n) => apply(&mut conn, &path, &migrations, n, backup, "down"),
             None => {
