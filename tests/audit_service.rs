@@ -718,6 +718,7 @@ pipeline f {{
     step crash   = scan.config {{ path = "Dockerfile"  trivy = "{0}/crash" }}
     step nopath  = scan.config {{ path = "nope/Dockerfile" }}
     step badsev  = scan.config {{ path = "Dockerfile"  fail_on = "SEVERE" }}
+    step nodb    = scan.image {{ image = "any"  db = "nodb" }}
   }}
 }}
 "#,
@@ -747,4 +748,10 @@ pipeline f {{
     assert!(e.contains("trivy exited with status 3: FATAL boom"), "{e}");
     assert!(err("s.nopath").contains("nope/Dockerfile does not exist"));
     assert!(err("s.badsev").contains("`fail_on = \"SEVERE\"` is not a severity"));
+    let e = err("s.nodb");
+    assert!(
+        e.contains("`db = \"nodb\"` holds no Trivy vulnerability database: expected")
+            && e.ends_with("nodb/db/trivy.db"),
+        "{e}"
+    );
 }
