@@ -260,9 +260,19 @@ impl Url {
         })
     }
 
-    /// `scheme://host:port`.
+    /// `scheme://host[:port]`, the port only when it is not the scheme's default.
     pub fn origin(&self) -> String {
-        format!("{}://{}:{}", self.scheme, self.host, self.port)
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            format!("{}://{host}", self.scheme)
+        } else {
+            format!("{}://{host}:{}", self.scheme, self.port)
+        }
     }
 
     /// A URL on the same origin with another path.
@@ -534,6 +544,9 @@ mod tests {
         assert_eq!(u.join("/d#x").unwrap().path, "/d");
         assert_eq!(u.join("http://o/p").unwrap().host, "o");
         assert!(u.join("mailto:a@b").is_none());
+        assert_eq!(u.to_string(), "http://example.org:8080/a/b?q=1");
+        assert_eq!(Url::parse("http://x:80/p").unwrap().to_string(), "http://x/p");
+        assert_eq!(Url::parse("http://[::1]:81/").unwrap().origin(), "http://[::1]:81");
         assert_eq!(
             Url::parse("http://[::1]:81/").unwrap(),
             Url {
