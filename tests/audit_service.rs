@@ -755,3 +755,54 @@ pipeline f {{
         "{e}"
     );
 }
+
+#[test]
+fn an_executor_steps_cache_key_covers_its_inputs() {
+    // A cached docker.build must not be skipped when its tags or args change
+    // (the push after it would find no such tag): the same holds for every
+    // executor step, shown here with scan.config.
+    let p = Proj::new("scancache");
+    p.write("Dockerfile", ROOT_DOCKERFILE);
+    p.write(
+        "pipelines/k.pipe",
+        r#"import "std/scan"
+
+pipeline k {
+  param level: string = "NONE"
+  stage s {
+    step lint = scan.config {
+      path    = "Dockerfile"
+      warn_on = level
+      cache   = true
+    }
+  }
+}
+"#,
+    );
+    let run = |level: &str| {
+        let (code, out) = p.pipe(
+            &[
+                "run",
+                "k",
+                "--output",
+                "plain",
+                "-p",
+                &format!("level={level}"),
+            ],
+            Duration::from_mins(2),
+        );
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+    assert!(!run("NONE").contains("cached"));
+    assert!(run("NONE").contains("cached: outputs restored from run 1"));
+    let third = run("HIGH");
+    assert!(
+        !third.contains("cached"),
+        "another warn_on is another result:\n{third}"
+    );
+    assert_eq!(
+        step(&p.status(), "s.lint")["outputs"]["status"],
+        "passed-with-warnings"
+    );
+}

@@ -545,8 +545,14 @@ mod tests {
         assert_eq!(u.join("http://o/p").unwrap().host, "o");
         assert!(u.join("mailto:a@b").is_none());
         assert_eq!(u.to_string(), "http://example.org:8080/a/b?q=1");
-        assert_eq!(Url::parse("http://x:80/p").unwrap().to_string(), "http://x/p");
-        assert_eq!(Url::parse("http://[::1]:81/").unwrap().origin(), "http://[::1]:81");
+        assert_eq!(
+            Url::parse("http://x:80/p").unwrap().to_string(),
+            "http://x/p"
+        );
+        assert_eq!(
+            Url::parse("http://[::1]:81/").unwrap().origin(),
+            "http://[::1]:81"
+        );
         assert_eq!(
             Url::parse("http://[::1]:81/").unwrap(),
             Url {
