@@ -899,6 +899,14 @@ mod tests {
     }
 
     #[test]
+    fn asserts_lay_out_like_other_declarations() {
+        check(
+            "pipeline p { stage s { step a { run = \"x\" } }\n\n\n  assert gated{to=stage.s  through=[a,\"b-*\"]   # why\n message = \"m\" } }",
+            "pipeline p {\n  stage s {\n    step a {\n      run = \"x\"\n    }\n  }\n\n  assert gated {\n    to      = stage.s\n    through = [a, \"b-*\"]  # why\n    message = \"m\"\n  }\n}\n",
+        );
+    }
+
+    #[test]
     fn aligns_attributes_and_splits_one_entry_per_line() {
         check(
             "pipeline p { stage s { step a { run = \"x\"  timeout = 5s\n retry { attempts = 3 } } } }",
