@@ -8,8 +8,9 @@
 //!    step it matches, and each one is required);
 //! 2. every such gate depends on a step of `F` (or is one): it sits between
 //!    the two ends, not before them;
-//! 3. no gate has a `when` that may skip it, since a skipped step lets the
-//!    steps after it run.
+//! 3. a gate with a `when` that may skip it guards only the `to` steps that
+//!    carry the same condition, since a skipped step lets the steps after it
+//!    run.
 //!
 //! The scheduler starts a step only when all its needs are done, so "depends
 //! on G" is exactly "cannot start before G passed". A path from `F` to `T`
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::ast::{Assert, Expr, ExprKind, Pipeline, StrPart};
+use crate::ast::{Assert, BinOp, Expr, ExprKind, Pipeline, StrPart};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::plan::{Deferrable, Plan, PlanStep};
 use crate::span::{SourceMap, Span};
@@ -479,10 +480,15 @@ fn prove_one(spec: &Spec<'_>, plan: &Plan, index: &Index, diags: &mut Vec<Diagno
         reached[i] = true;
     }
     let mut head = 0;
+    // The graph lists a step's dependents last-declared first; declaration
+    // order makes the witness the first-declared of equally near steps.
+    let mut next = Vec::new();
     while head < order.len() {
         let i = order[head];
         head += 1;
-        for d in plan.dependents(i) {
+        next.clear();
+        next.extend(plan.dependents(i));
+        for &d in next.iter().rev() {
             if !reached[d] {
                 reached[d] = true;
                 parent[d] = i;
@@ -547,8 +553,22 @@ fn prove_one(spec: &Spec<'_>, plan: &Plan, index: &Index, diags: &mut Vec<Diagno
     let sources = plan.sources();
     for (e, sel) in spec.through.iter().enumerate() {
         let in_entry: Vec<usize> = (0..k).filter(|&gi| gates[gi].0 == e).collect();
-        if let Some(&gi) = in_entry.iter().find(|&&gi| skippable(&steps[gates[gi].1])) {
-            diags.push(skippable_gate(spec, sel, &steps[gates[gi].1], sources));
+        // A gate a `when` may skip guards only the steps skipped with it.
+        let unguarded = in_entry.iter().find_map(|&gi| {
+            let g = gates[gi].1;
+            let when = steps[g].when.as_ref().filter(|_| skippable(&steps[g]))?;
+            order
+                .iter()
+                .find(|&&t| {
+                    to[t]
+                        && t != g
+                        && bits[t * w + gi / 64] & (1 << (gi % 64)) != 0
+                        && !implies(steps[t].when.as_ref(), when)
+                })
+                .map(|&t| (g, t))
+        });
+        if let Some((g, t)) = unguarded {
+            diags.push(skippable_gate(spec, sel, &steps[g], &steps[t], sources));
         }
         if let Some(&gi) = in_entry.iter().find(|&&gi| !reached[gates[gi].1]) {
             diags.push(gate_before_from(spec, sel, &steps[gates[gi].1], sources));
@@ -600,17 +620,36 @@ fn headline(spec: &Spec<'_>, fact: &str) -> String {
     }
 }
 
+/// Whether a step with condition `t` runs only when `g` holds: `t` is `g`
+/// or a conjunction holding it (a stage's `when` joined with its step's), or
+/// `t` never runs.
+fn implies(t: Option<&Deferrable>, g: &Deferrable) -> bool {
+    fn holds(e: &Expr, g: &Expr) -> bool {
+        e == g
+            || matches!(&e.kind, ExprKind::Binary(BinOp::And, l, r) if holds(l, g) || holds(r, g))
+    }
+    match (t, g) {
+        (Some(Deferrable::Ready(v)), _) => !v.truthy(),
+        (Some(Deferrable::Deferred(t)), Deferrable::Deferred(g)) => holds(t, g),
+        _ => false,
+    }
+}
+
 fn skippable_gate(
     spec: &Spec<'_>,
     sel: &Selector,
     g: &PlanStep,
+    t: &PlanStep,
     sources: &SourceMap,
 ) -> Diagnostic {
     let mut d = Diagnostic::error(
         "pipe::assert",
         headline(
             spec,
-            &format!("gate `{}` may be skipped by its `when`", g.id),
+            &format!(
+                "gate `{}` may be skipped by its `when`, and `{}` then runs without it",
+                g.id, t.id
+            ),
         ),
         sel.span,
         format!("`{}` has a `when`, so it may not run", g.id),
@@ -620,8 +659,12 @@ fn skippable_gate(
     } else {
         d = d.with_label(name_span(sources, g.span), "its `when` is always false");
     }
+    d = d.with_label(
+        name_span(sources, t.span),
+        format!("`{}` does not share that condition", t.id),
+    );
     d.with_help(format!(
-        "a gate must always run: remove the `when` from `{}` (or from its stage)",
+        "a gate must always run: remove the `when` from `{}`, or give the steps after it the same condition (put both in one stage with a `when`)",
         g.name
     ))
 }

@@ -288,13 +288,30 @@ fn a_gate_a_when_can_skip_does_not_guard() {
     assert_eq!(
         errs[0].message,
         "assert `prod_is_gated` fails: production deploys need an approval and a clean scan\n\
-         gate `production.approve` may be skipped by its `when`"
+         gate `production.approve` may be skipped by its `when`, and `production.release-api` then runs without it"
     );
     assert_eq!(text(&src, errs[0].span), "approve");
+    let labels: Vec<&str> = errs[0]
+        .secondary
+        .iter()
+        .map(|(s, _)| text(&src, *s))
+        .collect();
     assert_eq!(
-        text(&src, errs[0].secondary[0].0),
-        "steps.smoke.outputs.ok == \"yes\""
+        labels,
+        ["steps.smoke.outputs.ok == \"yes\"", "\"release-${svc}\""]
     );
+}
+
+#[test]
+fn a_when_the_gate_shares_with_what_it_guards_is_fine() {
+    // The stage's `when` skips the approval and the releases together.
+    let production = r#"    when = env.RELEASES == "on"
+    gate approve = approval { timeout = 1h }
+    for svc in services {
+      step "release-${svc}" { run = "release ${svc}"  needs = [approve]  when = true }
+    }"#;
+    let (_, diags) = check(&pipeline(production, ASSERT));
+    assert!(diags.is_empty(), "{diags:#?}");
 }
 
 #[test]
