@@ -232,7 +232,8 @@ impl SourceCode for Snippets {
         let c = self
             .0
             .read_span(span, context_lines_before, context_lines_after)?;
-        let lines = c.data().iter().filter(|&&b| b == b'\n').count() + 2;
+        // Pieces between newlines: the newlines plus one.
+        let lines = c.data().split(|&b| b == b'\n').count() + 1;
         let mut fixed = MietteSpanContents::new_named(
             c.name().unwrap_or_default().to_string(),
             c.data(),
