@@ -49,10 +49,9 @@ pub(crate) fn validate(pl: &Pipeline) -> Vec<Diagnostic> {
 pub(crate) fn prove(pl: &Pipeline, plan: &Plan) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     duplicates(pl, &mut diags);
-    let index = Index::new(plan);
     for a in &pl.asserts {
         if let Some(spec) = Spec::parse(a, &mut diags) {
-            prove_one(&spec, plan, &index, &mut diags);
+            prove_one(&spec, plan, &mut diags);
         }
     }
     diags
@@ -323,37 +322,24 @@ fn selector(e: &Expr) -> Result<Selector, Box<Diagnostic>> {
     })
 }
 
-/// Step lookups shared by the asserts of one plan.
-struct Index {
-    by_name: HashMap<String, Vec<usize>>,
-    names: Vec<String>,
-}
-
-impl Index {
-    fn new(plan: &Plan) -> Self {
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, s) in plan.steps().iter().enumerate() {
-            by_name.entry(s.name.clone()).or_default().push(i);
-            by_name.entry(s.id.clone()).or_default().push(i);
-        }
-        let mut names: Vec<String> = plan.steps().iter().map(|s| s.name.clone()).collect();
-        names.sort();
-        names.dedup();
-        Index { by_name, names }
-    }
+/// Every step name, sorted and once each, for help texts.
+fn step_names(plan: &Plan) -> Vec<&str> {
+    let mut names: Vec<&str> = plan.steps().iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// The steps a selector matches, in plan order; an error when none.
-fn resolve(
-    sel: &Selector,
-    plan: &Plan,
-    index: &Index,
-    role: &str,
-) -> Result<Vec<usize>, Box<Diagnostic>> {
+fn resolve(sel: &Selector, plan: &Plan, role: &str) -> Result<Vec<usize>, Box<Diagnostic>> {
     match &sel.pattern {
         Pattern::Name(n) => {
-            if let Some(found) = index.by_name.get(n) {
-                return Ok(found.clone());
+            // A handful of selectors per assert: a scan beats building an index.
+            let found: Vec<usize> = (0..plan.steps().len())
+                .filter(|&i| plan.step(i).name == *n || plan.step(i).id == *n)
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
             }
             let mut d = Diagnostic::error(
                 "pipe::unknown-step",
@@ -365,7 +351,7 @@ fn resolve(
                 d = d.with_help(format!(
                     "`{n}` is a stage: write `stage.{n}` for every step of it"
                 ));
-            } else if let Some(m) = did_you_mean(n, index.names.iter().map(String::as_str)) {
+            } else if let Some(m) = did_you_mean(n, step_names(plan)) {
                 d = d.with_help(format!("did you mean `{m}`?"));
             }
             Err(Box::new(d))
@@ -412,8 +398,9 @@ fn resolve(
                 sel.span,
                 "matches nothing",
             );
-            d = if index.names.len() <= 12 {
-                d.with_help(format!("the steps are: {}", index.names.join(", ")))
+            let names = step_names(plan);
+            d = if names.len() <= 12 {
+                d.with_help(format!("the steps are: {}", names.join(", ")))
             } else {
                 d.with_help("a glob without `.` matches step names; with a `.`, `stage.step` ids")
             };
@@ -426,14 +413,13 @@ fn resolve(
 fn resolve_all(
     sels: &[Selector],
     plan: &Plan,
-    index: &Index,
     role: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Vec<bool>> {
     let mut set = vec![false; plan.steps().len()];
     let mut ok = true;
     for s in sels {
-        match resolve(s, plan, index, role) {
+        match resolve(s, plan, role) {
             Ok(found) => found.into_iter().for_each(|i| set[i] = true),
             Err(d) => {
                 diags.push(*d);
@@ -444,19 +430,19 @@ fn resolve_all(
     ok.then_some(set)
 }
 
-fn prove_one(spec: &Spec<'_>, plan: &Plan, index: &Index, diags: &mut Vec<Diagnostic>) {
+fn prove_one(spec: &Spec<'_>, plan: &Plan, diags: &mut Vec<Diagnostic>) {
     let steps = plan.steps();
     let n = steps.len();
     let from = match &spec.from {
-        Some((sels, _)) => resolve_all(sels, plan, index, "from", diags),
+        Some((sels, _)) => resolve_all(sels, plan, "from", diags),
         None => Some(steps.iter().map(|s| s.needs.is_empty()).collect()),
     };
-    let to = resolve_all(&spec.to.0, plan, index, "to", diags);
+    let to = resolve_all(&spec.to.0, plan, "to", diags);
     // Each step a `through` entry selects is one gate: (entry, step).
     let mut gates: Vec<(usize, usize)> = Vec::new();
     let mut through_ok = true;
     for (e, sel) in spec.through.iter().enumerate() {
-        match resolve(sel, plan, index, "through") {
+        match resolve(sel, plan, "through") {
             Ok(found) => gates.extend(found.into_iter().map(|g| (e, g))),
             Err(d) => {
                 diags.push(*d);
@@ -521,13 +507,15 @@ fn prove_one(spec: &Spec<'_>, plan: &Plan, index: &Index, diags: &mut Vec<Diagno
     for (gi, &(_, g)) in gates.iter().enumerate() {
         bits[g * w + gi / 64] |= 1 << (gi % 64);
     }
+    let mut acc = vec![0u64; w];
     for &i in plan.topo_order() {
+        acc.copy_from_slice(&bits[i * w..(i + 1) * w]);
         for &d in &steps[i].needs {
-            for j in 0..w {
-                let v = bits[d * w + j];
-                bits[i * w + j] |= v;
+            for (a, b) in acc.iter_mut().zip(&bits[d * w..(d + 1) * w]) {
+                *a |= b;
             }
         }
+        bits[i * w..(i + 1) * w].copy_from_slice(&acc);
     }
     // For each gate: the first `to` step (nearest to `from`) that does not
     // wait for it, and how many such steps there are.
@@ -591,7 +579,6 @@ fn prove_one(spec: &Spec<'_>, plan: &Plan, index: &Index, diags: &mut Vec<Diagno
                 spec,
                 sel,
                 plan,
-                index,
                 &Bypass {
                     gate: gates[gi].1,
                     path: &path,
@@ -701,13 +688,7 @@ struct Bypass<'p> {
     more_gates: usize,
 }
 
-fn bypass(
-    spec: &Spec<'_>,
-    sel: &Selector,
-    plan: &Plan,
-    index: &Index,
-    b: &Bypass<'_>,
-) -> Diagnostic {
+fn bypass(spec: &Spec<'_>, sel: &Selector, plan: &Plan, b: &Bypass<'_>) -> Diagnostic {
     let steps = plan.steps();
     let sources = plan.sources();
     let gate = &steps[b.gate];
@@ -765,7 +746,7 @@ fn bypass(
     for (span, texts) in labels {
         d = d.with_label(span, texts.join("; "));
     }
-    let unique = index.by_name.get(&gate.name).is_some_and(|v| v.len() == 1);
+    let unique = steps.iter().filter(|s| s.name == gate.name).count() == 1;
     let reference = needs_entry(if unique { &gate.name } else { &gate.id });
     d.with_help(format!(
         "make `{}` wait for the gate: add `needs = [{reference}]` to it",
