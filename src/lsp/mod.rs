@@ -49,6 +49,7 @@ pub fn serve() -> std::result::Result<(), Failure> {
             docs: Mutex::default(),
             last_good: Mutex::default(),
             git: Mutex::default(),
+            imported: Mutex::default(),
             stdlib: OnceLock::new(),
         });
         let service = ExitOnExit {
@@ -108,6 +109,9 @@ struct Backend {
     last_good: Mutex<HashMap<Url, String>>,
     /// The `git` context per project root, read once.
     git: Mutex<HashMap<PathBuf, Value>>,
+    /// The project files each open document imported at its last analysis,
+    /// so that an edit republishes only the documents that read the file.
+    imported: Mutex<HashMap<Url, Vec<PathBuf>>>,
     stdlib: OnceLock<Option<PathBuf>>,
 }
 
@@ -224,16 +228,24 @@ impl Backend {
         ))
     }
 
-    /// Publishes the document's diagnostics, then those of every other open
-    /// document, since any of them may import this one.
+    /// Publishes the document's diagnostics, then those of the other open
+    /// documents that import it.
     async fn publish_all(&self, uri: Url, version: Option<i32>) {
         self.publish(uri.clone(), version).await;
-        let others: Vec<Url> = lock(&self.docs)
-            .keys()
-            .filter(|u| **u != uri)
-            .cloned()
+        self.publish_importers(&uri).await;
+    }
+
+    /// Republishes the open documents whose last analysis imported `uri`.
+    async fn publish_importers(&self, uri: &Url) {
+        let Some(path) = templates::canonical(uri) else {
+            return;
+        };
+        let importers: Vec<Url> = lock(&self.imported)
+            .iter()
+            .filter(|(u, files)| *u != uri && files.contains(&path))
+            .map(|(u, _)| u.clone())
             .collect();
-        for other in others {
+        for other in importers {
             self.publish(other, None).await;
         }
     }
@@ -245,6 +257,15 @@ impl Backend {
             if a.parsed() {
                 lock(&self.last_good).insert(uri.clone(), text.clone());
             }
+            let files: Vec<PathBuf> = (1..a.ws.modules.len())
+                .map(|m| a.ws.module_name(m))
+                .filter(|n| !n.starts_with("std/"))
+                .map(|n| {
+                    let p = a.root.join(n);
+                    p.canonicalize().unwrap_or(p)
+                })
+                .collect();
+            lock(&self.imported).insert(uri.clone(), files);
             let all = a.all_diagnostics();
             let file = a.file();
             let mut out: Vec<LspDiagnostic> = all
@@ -393,11 +414,9 @@ impl LanguageServer for Backend {
         self.client
             .publish_diagnostics(uri.clone(), Vec::new(), None)
             .await;
+        lock(&self.imported).remove(&uri);
         // Documents importing it now read it from the disk.
-        let others: Vec<Url> = lock(&self.docs).keys().cloned().collect();
-        for other in others {
-            self.publish(other, None).await;
-        }
+        self.publish_importers(&uri).await;
     }
 
     async fn hover(&self, p: HoverParams) -> Result<Option<Hover>> {

@@ -14,7 +14,7 @@ use super::{is_ident, lock, Backend};
 
 /// A file URI's path with symlinks resolved, for comparing files named
 /// through different URIs (the client's and one built from the project root).
-fn canonical(u: &Url) -> Option<PathBuf> {
+pub(super) fn canonical(u: &Url) -> Option<PathBuf> {
     let p = u.to_file_path().ok()?;
     Some(p.canonicalize().unwrap_or(p))
 }
