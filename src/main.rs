@@ -148,7 +148,7 @@ enum Command {
         #[arg(long, value_name = "REF", global = true)]
         git_ref: Option<String>,
     },
-    /// Remove containers and networks left in the Docker Engine by runs that crashed.
+    /// Remove containers, networks and swarm jobs left in the Docker Engine by runs that crashed.
     Gc,
     /// List recorded runs, newest first.
     Runs {

@@ -9,6 +9,7 @@ pub mod docker_run;
 pub mod scan;
 pub mod services;
 pub mod shell;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -153,6 +154,7 @@ impl Registry {
         r.register("policy", Arc::new(crate::gate::policy::Policy));
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
+        r.register("swarm", Arc::new(swarm::Swarm));
         r
     }
 
@@ -266,9 +268,10 @@ mod tests {
 
     #[test]
     fn unknown_executor_is_named() {
-        let Err(e) = Registry::builtin().get("swarm") else {
-            panic!("swarm has no executor yet");
+        let Err(e) = Registry::builtin().get("nomad") else {
+            panic!("nomad has no executor");
         };
-        assert!(e.contains("no executor for `swarm` yet"), "{e}");
+        assert!(e.contains("no executor for `nomad` yet"), "{e}");
+        assert!(e.contains("swarm"), "{e}");
     }
 }
