@@ -15,3 +15,4 @@ mod http;
 mod list;
 mod lsp;
 mod run;
+mod swarm;
