@@ -8,6 +8,7 @@ mod check;
 mod docker;
 mod env;
 mod examples;
+mod export;
 mod fmt;
 mod gates;
 mod graph;

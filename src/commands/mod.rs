@@ -3,6 +3,7 @@
 pub mod approve;
 pub mod check;
 pub mod env;
+pub mod export;
 pub mod fmt;
 pub mod gates;
 pub mod gc;
