@@ -197,6 +197,20 @@ fn the_release_pipeline_exports_workflows_that_pass_three_checkers() {
     }
     let prod = std::fs::read_to_string(&files[2]).expect("read");
     assert!(prod.contains("environment: prod"), "{prod}");
+    // docker.build, docker.push and notify.slack run natively on the runner.
+    assert!(
+        prod.contains("docker build -f examples/audit-service/api.Dockerfile"),
+        "{prod}"
+    );
+    assert!(
+        prod.contains("docker push 127.0.0.1:5000/audit-api:v0.0.0-dev"),
+        "{prod}"
+    );
+    assert!(
+        prod.contains(": \"${{ secrets.SLACK_WEBHOOK }}\"\n"),
+        "{prod}"
+    );
+    assert!(prod.contains("curl -fsS --retry 3 -X POST"), "{prod}");
     assert!(prod.contains("# Environment `prod`: in the repository settings, add required reviewers (release-managers)"), "{prod}");
     let refs: Vec<&Path> = files.iter().map(std::path::PathBuf::as_path).collect();
     check_all(&refs);

@@ -247,7 +247,7 @@ impl Exporter<'_> {
                 .map(|(k, v)| format!("{k}={}", interpolate(v, plan.span).unwrap_or_default()))
                 .collect();
             doc.comment(&format!(
-                "Params were fixed at export time ({}); export again with -p to change them.",
+                "Params and git.* were fixed at export time ({}); export again (-p, --git-ref) to change them.",
                 ps.join(", ")
             ));
         }
@@ -662,6 +662,16 @@ impl Exporter<'_> {
                     spec.run = Some(script);
                 }
             }
+            "docker.build" | "docker.push" | "notify.slack" => {
+                let mut env = IndexMap::new();
+                let script = match step.executor.as_str() {
+                    "docker.build" => self.docker_build(step, &mut env),
+                    "docker.push" => self.docker_push(step, &mut env),
+                    _ => self.slack(step, &mut env),
+                };
+                spec.env.extend(env);
+                spec.run = script;
+            }
             other => {
                 let what = step.template.clone().unwrap_or_else(|| other.to_string());
                 let n = self.warn(
@@ -673,6 +683,184 @@ impl Exporter<'_> {
         }
         spec.notes.append(&mut self.pending);
         spec
+    }
+
+    /// One shell word for a value: quoted when known at plan time, else a
+    /// variable of the step's environment holding its GitHub expression.
+    fn word(
+        &mut self,
+        step: &PlanStep,
+        d: &Deferrable,
+        what: &str,
+        env: &mut IndexMap<String, String>,
+    ) -> String {
+        match d {
+            Deferrable::Ready(v) => shell_quote(&interpolate(v, step.span).unwrap_or_default()),
+            Deferrable::Deferred(_) => {
+                let name = format!("PIPE_IN_{}", env.len() + 1);
+                let v = self.value(step, d, what);
+                env.insert(name.clone(), v);
+                format!("\"${name}\"")
+            }
+        }
+    }
+
+    /// A list input known at plan time, as strings.
+    fn list(&mut self, step: &PlanStep, key: &str) -> Vec<String> {
+        match step.inputs.get(key) {
+            Some(Deferrable::Ready(Value::List(l))) => l
+                .iter()
+                .map(|v| interpolate(v, step.span).unwrap_or_default())
+                .collect(),
+            Some(Deferrable::Ready(Value::Null)) | None => Vec::new(),
+            Some(Deferrable::Ready(v)) => vec![interpolate(v, step.span).unwrap_or_default()],
+            Some(Deferrable::Deferred(_)) => {
+                let c = self.warn(
+                    Some(step),
+                    format!("`{key}` is only known at run time; it is left out"),
+                );
+                self.pending.push(c);
+                Vec::new()
+            }
+        }
+    }
+
+    fn input_text(step: &PlanStep, key: &str) -> Option<String> {
+        match step.inputs.get(key)? {
+            Deferrable::Ready(Value::Null) => None,
+            Deferrable::Ready(v) => interpolate(v, step.span).ok(),
+            Deferrable::Deferred(_) => None,
+        }
+    }
+
+    /// `docker.build` as `docker build` on the runner.
+    fn docker_build(
+        &mut self,
+        step: &PlanStep,
+        env: &mut IndexMap<String, String>,
+    ) -> Option<String> {
+        let dockerfile = step.inputs.get("dockerfile")?.clone();
+        let mut cmd = format!(
+            "docker build -f {}",
+            self.word(step, &dockerfile, "dockerfile", env)
+        );
+        if let Some(t) = Self::input_text(step, "target") {
+            cmd.push_str(&format!(" --target {}", shell_quote(&t)));
+        }
+        if step
+            .inputs
+            .get("no_cache")
+            .and_then(Deferrable::ready)
+            .is_some_and(Value::truthy)
+        {
+            cmd.push_str(" --no-cache");
+        }
+        for (flag, key) in [("--build-arg", "args"), ("--label", "labels")] {
+            if let Some(d) = step.inputs.get(key) {
+                match d {
+                    Deferrable::Ready(Value::Map(m)) => {
+                        for (k, v) in m {
+                            let w = self.word(step, &Deferrable::Ready(v.clone()), key, env);
+                            cmd.push_str(&format!(" {flag} {}={w}", shell_quote(k)));
+                        }
+                    }
+                    Deferrable::Deferred(e) => {
+                        if let ExprKind::Map(entries) = &e.kind {
+                            for (k, v) in entries {
+                                let d = match &v.kind {
+                                    ExprKind::Value(val) => Deferrable::Ready(val.clone()),
+                                    _ => Deferrable::Deferred(v.clone()),
+                                };
+                                let w = self.word(step, &d, &format!("{key}.{}", k.name), env);
+                                cmd.push_str(&format!(" {flag} {}={w}", shell_quote(&k.name)));
+                            }
+                        } else {
+                            let c = self.warn(
+                                Some(step),
+                                format!("`{key}` is only known at run time; it is left out"),
+                            );
+                            self.pending.push(c);
+                        }
+                    }
+                    Deferrable::Ready(_) => {}
+                }
+            }
+        }
+        let refs = references(
+            Self::input_text(step, "image").as_deref(),
+            &self.list(step, "tags"),
+        );
+        for r in &refs {
+            cmd.push_str(&format!(" -t {}", shell_quote(r)));
+        }
+        let context = Self::input_text(step, "context").unwrap_or_else(|| ".".into());
+        cmd.push_str(&format!(" {}", shell_quote(&context)));
+        let mut script = format!("{cmd}\n");
+        if let Some(first) = refs.first() {
+            script.push_str(&format!(
+                "echo \"image_id=$(docker image inspect --format '{{{{.Id}}}}' {})\" >> \"$PIPE_OUTPUT\"\necho \"tags={}\" >> \"$PIPE_OUTPUT\"",
+                shell_quote(first),
+                refs.join(" ")
+            ));
+        }
+        Some(script)
+    }
+
+    /// `docker.push` as `docker login` (credentials from `env:`) and `docker push`.
+    fn docker_push(
+        &mut self,
+        step: &PlanStep,
+        env: &mut IndexMap<String, String>,
+    ) -> Option<String> {
+        let image = Self::input_text(step, "image")?;
+        let refs = references(Some(&image), &self.list(step, "tags"));
+        let mut script = String::new();
+        if let (Some(u), Some(p)) = (
+            step.inputs.get("username").cloned(),
+            step.inputs.get("password").cloned(),
+        ) {
+            let user = self.word(step, &u, "username", env);
+            let pass = self.word(step, &p, "password", env);
+            let registry = pipe_runtime::docker::registry_of(&image).unwrap_or_default();
+            script.push_str(&format!(
+                "printf '%s' {pass} | docker login {} -u {user} --password-stdin\n",
+                shell_quote(&registry)
+            ));
+        }
+        for r in &refs {
+            script.push_str(&format!("docker push {}\n", shell_quote(r)));
+        }
+        if let Some(first) = refs.first() {
+            script.push_str(&format!(
+                "echo \"digest=$(docker image inspect --format '{{{{index .RepoDigests 0}}}}' {} | cut -d@ -f2)\" >> \"$PIPE_OUTPUT\"",
+                shell_quote(first)
+            ));
+        }
+        Some(script.trim_end().to_string())
+    }
+
+    /// `notify.slack` as a `curl` POST of `{"text": ...}` built by `jq`.
+    fn slack(&mut self, step: &PlanStep, env: &mut IndexMap<String, String>) -> Option<String> {
+        let webhook = step.inputs.get("webhook")?.clone();
+        let text = step.inputs.get("text")?.clone();
+        let text = self.word(step, &text, "text", env);
+        let webhook = self.word(step, &webhook, "webhook", env);
+        let mut script = format!(
+            "payload=$(jq -n --arg text {text} '{{text: $text}}')\ncurl -fsS --retry 3 -X POST -H 'Content-Type: application/json' --data \"$payload\" {webhook}"
+        );
+        if !step
+            .inputs
+            .get("required")
+            .and_then(Deferrable::ready)
+            .is_some_and(Value::truthy)
+        {
+            // A notification that fails only warns, as with pipe.
+            script = format!(
+                "{{\n{script}\n}} || echo \"::warning::{} could not be delivered\"",
+                step.id
+            );
+        }
+        Some(script)
     }
 
     /// A `run` command: literal text as written, plan-time values quoted as
@@ -848,6 +1036,24 @@ fn literal(v: &Value) -> Option<String> {
         Value::Str(s) => Some(gh_str(s)),
         _ => None,
     }
+}
+
+/// The references a build tags or a push pushes: a tag without a repository
+/// goes after `image`; one with its own repository is used as is.
+fn references(image: Option<&str>, tags: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = tags
+        .iter()
+        .map(|t| match image {
+            Some(i) if !t.contains(':') && !t.contains('/') => format!("{i}:{t}"),
+            _ => t.clone(),
+        })
+        .collect();
+    if out.is_empty() {
+        if let Some(i) = image {
+            out.push(i.to_string());
+        }
+    }
+    out
 }
 
 fn common_prefix<'a>(names: &[&'a str]) -> &'a str {
