@@ -467,6 +467,7 @@ async fn follow(docker: &Docker, job: &Job, id: &str, sink: &LogSink, io: &mut I
     };
     tokio::pin!(timeout);
     let mut last_message = String::new();
+    let mut stop_open = true;
     let filters = HashMap::from([("service".to_string(), vec![id.to_string()])]);
     let result = loop {
         tokio::select! {
@@ -510,7 +511,9 @@ async fn follow(docker: &Docker, job: &Job, id: &str, sink: &LogSink, io: &mut I
                 let _ = docker.delete_service(id).await;
                 break Followed::Stopped(Ending::TimedOut);
             }
-            r = io.stop.changed() => {
+            r = io.stop.changed(), if stop_open => {
+                // A closed channel would wake this branch forever.
+                stop_open = r.is_ok();
                 if r.is_ok() && *io.stop.borrow() != Stop::Run {
                     let _ = docker.delete_service(id).await;
                     break Followed::Stopped(Ending::Cancelled);
