@@ -79,7 +79,10 @@ const SHELL_PIPELINE: &str = r#"pipeline ship {
   stage optional {
     needs    = [build]
     required = false
-    step lint { run = "echo lint" }
+    step lint {
+      run  = "echo lint"
+      when = steps.docs.outputs.url != "" || false
+    }
   }
 
   on failure {
@@ -137,8 +140,13 @@ fn a_pipeline_becomes_jobs_with_needs_matrix_environments_and_secrets_in_env() {
         );
     }
     // A stage that only warns, and the failure handler.
-    assert!(yaml.contains("  optional-lint:\n    name: optional.lint\n    needs:\n      - build-compile\n      - build-docs\n    permissions:\n      contents: read\n    runs-on: ubuntu-latest\n    # pipe: the stage is not required: a failure only warns\n    continue-on-error: true\n"), "{yaml}");
+    assert!(yaml.contains("  optional-lint:\n    name: optional.lint\n    needs:\n      - build-compile\n      - build-docs\n    if: \"${{ ((needs.build-docs.outputs.url != '') || false) }}\"\n    permissions:\n      contents: read\n    runs-on: ubuntu-latest\n    # pipe: the stage is not required: a failure only warns\n    continue-on-error: true\n"), "{yaml}");
     assert!(yaml.contains("  on-failure-page:\n    name: on_failure.page\n    needs:\n      - build-compile\n      - build-docs\n      - publish-upload\n      - optional-lint\n    if: \"${{ failure() }}\"\n"), "{yaml}");
+    // A run-time condition is a GitHub expression.
+    assert!(
+        yaml.contains("    if: \"${{ ((needs.build-docs.outputs.url != '') || false) }}\"\n"),
+        "{yaml}"
+    );
     // $PIPE_OUTPUT is GitHub's step output file.
     assert!(
         yaml.contains("export PIPE_OUTPUT=\"$GITHUB_OUTPUT\""),
