@@ -8,6 +8,7 @@ mod git;
 mod lsp;
 mod project;
 mod render;
+mod report;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -179,6 +180,10 @@ enum Command {
         #[command(flatten)]
         state: commands::run::StateArgs,
     },
+    /// Write a run's report: a self-contained HTML page, a Markdown summary or JSON.
+    Report(commands::report::ReportArgs),
+    /// Print reference documentation: the CLI (`--cli`) or a stdlib module (`std/docker`).
+    Doc(commands::doc::DocArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate for.
@@ -302,6 +307,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 follow,
             },
         )?),
+        Command::Report(args) => commands::report::run(&project, &args),
+        Command::Doc(args) => print(&commands::doc::run(&args, &Cli::command())?),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);

@@ -14,4 +14,5 @@ mod graph;
 mod http;
 mod list;
 mod lsp;
+mod report;
 mod run;

@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod doc;
 pub mod env;
 pub mod fmt;
 pub mod gates;
@@ -9,6 +10,7 @@ pub mod gc;
 pub mod graph;
 pub mod list;
 pub mod logs;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod runs;
