@@ -86,7 +86,7 @@ enum Command {
     },
     /// Show a pipeline's DAG with estimates, slack and the critical path.
     Graph {
-        /// A pipeline name (pipelines/<name>.pipe, or a pipeline of that name) or a path.
+        /// A pipeline name (`pipelines/NAME.pipe`, or a pipeline of that name) or a path.
         pipeline: String,
         #[command(flatten)]
         plan: PlanArgs,

@@ -6,6 +6,7 @@ mod common;
 mod audit_service;
 mod check;
 mod docker;
+mod docs;
 mod env;
 mod examples;
 mod fmt;
