@@ -138,8 +138,28 @@ fn json_report_has_timeline_critical_path_and_masked_outputs() {
     assert_eq!(step("build.lint")["critical"], false);
     assert_eq!(compile["outputs"]["version"], "1.2.3");
     assert!(compile["duration_ms"].as_u64().unwrap() >= 1000);
-    // The secret was masked before it was stored.
+    // The secret was masked before it was stored: no file of the state
+    // directory (database, WAL, logs) holds it.
     assert_eq!(unit["outputs"]["secret"], "***");
+    let mut stack = vec![ran.path(".pipe")];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("state dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                assert!(
+                    !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                    "{} holds the secret",
+                    p.display()
+                );
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 6, "only {files} files in the state directory");
     assert_eq!(unit["logs"][0]["name"], "attempt 1");
     assert_eq!(unit["logs"][0]["text"], "token is ***\n");
     assert_eq!(step("build.flaky")["logs"][0]["text"], "not yet\n");

@@ -572,6 +572,89 @@ mod tests {
         );
     }
 
+    fn gate(status: &str, outputs: &[(&str, &str)]) -> StepReport {
+        StepReport {
+            id: "prod.approve".into(),
+            stage: "prod".into(),
+            name: "approve".into(),
+            executor: "approval".into(),
+            template: None,
+            handler: None,
+            needs: vec![],
+            required: true,
+            status: status.into(),
+            attempts: 1,
+            started_ms: Some(100),
+            finished_ms: (status != "waiting").then_some(5000),
+            duration_ms: 4900,
+            exit_code: None,
+            error: None,
+            outputs: outputs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            critical: false,
+            slack_ms: 0,
+            location: String::new(),
+            segments: vec![],
+            logs: vec![],
+        }
+    }
+
+    #[test]
+    fn gates_become_approvals_with_who_and_when() {
+        let waiting = Transition {
+            step_id: "prod.approve".into(),
+            attempt: 1,
+            status: "waiting".into(),
+            at_ms: 150,
+        };
+        let mut hist = HashMap::new();
+        hist.insert("prod.approve", vec![&waiting]);
+        let a = approvals(
+            &[gate(
+                "succeeded",
+                &[("approved_by", "alice"), ("comment", "ship it")],
+            )],
+            &hist,
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (
+                a[0].decision.as_str(),
+                a[0].by.as_deref(),
+                a[0].comment.as_deref(),
+                a[0].waiting_since_ms,
+                a[0].decided_ms
+            ),
+            (
+                "approved",
+                Some("alice"),
+                Some("ship it"),
+                Some(150),
+                Some(5000)
+            )
+        );
+        let still = approvals(&[gate("waiting", &[])], &hist);
+        assert_eq!(
+            (
+                still[0].decision.as_str(),
+                still[0].by.as_deref(),
+                still[0].decided_ms
+            ),
+            ("waiting", None, None)
+        );
+        let rejected = approvals(&[gate("failed", &[("by", "bob")])], &HashMap::new());
+        assert_eq!(
+            (rejected[0].decision.as_str(), rejected[0].by.as_deref()),
+            ("rejected", Some("bob"))
+        );
+        // A plain step that never waited is no gate.
+        let mut plain = gate("succeeded", &[]);
+        plain.executor = "shell".into();
+        assert!(approvals(&[plain], &HashMap::new()).is_empty());
+    }
+
     #[test]
     fn no_history_falls_back_to_the_record() {
         let rec = StepRecord {
