@@ -246,6 +246,26 @@ fn every_pipe_example_in_the_docs_is_accepted_by_pipe_check() {
     assert!(checked >= 20, "only {checked} examples");
 }
 
+/// Fails with the first line that differs, not both whole pages.
+fn assert_current(page: &str, have: &str, want: &str, regenerate: &str) {
+    if have == want {
+        return;
+    }
+    let lines = have.lines().count().max(want.lines().count()) + 1;
+    let (n, (h, w)) = have
+        .lines()
+        .chain(std::iter::repeat("<end of file>"))
+        .zip(want.lines().chain(std::iter::repeat("<end of file>")))
+        .take(lines)
+        .enumerate()
+        .find(|(_, (h, w))| h != w)
+        .unwrap_or((0, ("", "")));
+    panic!(
+        "docs/{page} is stale at line {}:\n  page:      {h}\n  generated: {w}\nregenerate it with `{regenerate}`",
+        n + 1
+    );
+}
+
 fn pipe_doc(args: &[&str]) -> String {
     let out = run_bounded(
         Command::new(pipe_bin()).arg("doc").args(args),
@@ -258,10 +278,11 @@ fn pipe_doc(args: &[&str]) -> String {
 #[test]
 fn the_cli_reference_is_generated_and_current() {
     let now = pipe_doc(&["--cli"]);
-    assert_eq!(
-        read(Path::new("cli.md")),
-        now,
-        "docs/cli.md is stale: regenerate it with `cargo run -- doc --cli > docs/cli.md`"
+    assert_current(
+        "cli.md",
+        &read(Path::new("cli.md")),
+        &now,
+        "cargo run -- doc --cli > docs/cli.md",
     );
     // Every subcommand of the binary is in it.
     for cmd in [
@@ -286,10 +307,11 @@ fn the_cli_reference_is_generated_and_current() {
 
 #[test]
 fn the_stdlib_reference_is_generated_from_the_modules_and_current() {
-    assert_eq!(
-        read(Path::new("stdlib.md")),
-        pipe_doc(&["--stdlib"]),
-        "docs/stdlib.md is stale: regenerate it with `cargo run -- doc --stdlib > docs/stdlib.md`"
+    assert_current(
+        "stdlib.md",
+        &read(Path::new("stdlib.md")),
+        &pipe_doc(&["--stdlib"]),
+        "cargo run -- doc --stdlib > docs/stdlib.md",
     );
     let mut modules = 0;
     for e in std::fs::read_dir(repo_root().join("stdlib"))
@@ -303,9 +325,11 @@ fn the_stdlib_reference_is_generated_from_the_modules_and_current() {
         let page = format!("std/{name}.md");
         let text = std::fs::read_to_string(docs().join(&page)).unwrap_or_default();
         let now = pipe_doc(&[&format!("std/{name}")]);
-        assert_eq!(
-            text, now,
-            "docs/{page} is stale or missing: regenerate it with `cargo run -- doc std/{name} > docs/{page}`"
+        assert_current(
+            &page,
+            &text,
+            &now,
+            &format!("cargo run -- doc std/{name} > docs/{page}"),
         );
         // Each template of the module has its section and its documentation.
         let source = std::fs::read_to_string(&p).expect("module");

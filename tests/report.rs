@@ -461,3 +461,70 @@ fn the_page_error_trap_catches_errors() {
         "{errors}"
     );
 }
+
+/// A real approval gate: the run stops waiting (exit 3), alice approves, the
+/// resumed run finishes; the report shows the wait and the decision.
+#[test]
+fn report_shows_the_wait_at_a_gate_and_who_approved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("pipelines/gated.pipe"),
+        r#"pipeline gated {
+  stage staging {
+    step smoke { run = "echo ok" }
+  }
+  stage production {
+    needs = [staging]
+    gate approve = approval { approvers = ["alice"]  timeout = 1h }
+    step deploy { needs = [approve]  run = "echo deploying" }
+  }
+}
+"#,
+    )
+    .expect("write");
+    let ran = Ran { dir };
+    let as_user = |user: &'static str| [("PIPE_USER", user)];
+    let (code, out, err) = ran.pipe(&["run", "gated", "--output", "plain"], &as_user("carol"));
+    assert_eq!(code, 3, "{out}\n{err}");
+    let (code, _, err) = ran.pipe(
+        &["approve", "1", "production.approve", "--comment", "ship it"],
+        &as_user("alice"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = ran.pipe(&["resume", "1", "--output", "plain"], &as_user("carol"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v = json_report(&ran);
+    let a = &v["approvals"][0];
+    assert_eq!(a["step"], "production.approve");
+    assert_eq!(a["decision"], "approved");
+    assert_eq!(a["by"], "alice");
+    assert_eq!(a["comment"], "ship it");
+    assert_eq!(a["decisions"][0]["via"], "cli");
+    let gate = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "production.approve")
+        .expect("gate step");
+    assert!(
+        gate["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "waiting"),
+        "no wait in {gate}"
+    );
+    let (code, md, _) = ran.pipe(&["report", "--markdown"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        md.contains("| `production.approve` | approved | alice | ship it |\n"),
+        "{md}"
+    );
+    let (code, _, err) = ran.pipe(&["report", "--html", "r.html"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(ran.path("r.html")).expect("html");
+    assert!(html.contains("<section id=\"approvals\">"));
+    assert!(html.contains("<strong>approve</strong> by alice via cli: ship it</li>"));
+    assert!(html.contains("class=\"seg waiting "));
+}

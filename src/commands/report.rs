@@ -41,12 +41,14 @@ pub fn run(project: &Project, args: &ReportArgs) -> Result<(), Failure> {
     let plan = super::resume::plan_from_snapshot(&record)?;
     let records = store.steps(record.id).map_err(fail)?;
     let history = store.history(record.id).map_err(fail)?;
+    let gates = pipe_runtime::gate::gates_of_run(&store, record.id).map_err(fail)?;
     let report = model::build(
         &store,
         &record,
         &plan,
         &records,
         &history,
+        &gates,
         pipe_runtime::state::now_ms(),
     );
     if let Some(path) = &args.html {

@@ -448,7 +448,31 @@ fn approvals(h: &mut String, r: &Report) {
             escape(a.comment.as_deref().unwrap_or(""))
         );
     }
-    let _ = writeln!(h, "</tbody></table></section>");
+    let _ = writeln!(h, "</tbody></table>");
+    for a in r.approvals.iter().filter(|a| !a.decisions.is_empty()) {
+        let _ = writeln!(
+            h,
+            "<p>Decisions on <code>{}</code> (approvers: {}; {} needed):</p><ul class=\"decisions\">",
+            escape(&a.step),
+            escape(&a.approvers.join(", ")),
+            a.min_approvals
+        );
+        for d in &a.decisions {
+            let _ = writeln!(
+                h,
+                "<li>{} — <strong>{}</strong> by {} via {}{}</li>",
+                rfc3339(d.at_ms),
+                escape(&d.decision),
+                escape(&d.user),
+                escape(&d.via),
+                d.comment
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!(": {}", escape(c)))
+            );
+        }
+        let _ = writeln!(h, "</ul>");
+    }
+    let _ = writeln!(h, "</section>");
 }
 
 fn details(h: &mut String, r: &Report) {
@@ -648,6 +672,10 @@ mod tests {
             comment: None,
             waiting_since_ms: Some(0),
             decided_ms: Some(60_000),
+            approvers: vec!["alice".into()],
+            min_approvals: 1,
+            deadline_ms: Some(86_400_000),
+            decisions: vec![],
         });
         let page = render(&r, "<svg></svg>");
         assert!(page.contains("<a href=\"#approvals\">Approvals</a>"));

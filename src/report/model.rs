@@ -9,6 +9,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use pipe_lang::critical::schedule;
 use pipe_lang::Plan;
+use pipe_runtime::gate::GateRecord;
 use pipe_runtime::state::{RunRecord, StepRecord, Store, Transition};
 use serde::Serialize;
 
@@ -125,16 +126,22 @@ pub struct Warning {
     pub message: String,
 }
 
-/// A gate's decision, or the wait for one.
+/// An approval gate of the run: its outcome and every decision on it, as
+/// the gate tables of the state store hold them.
 #[derive(Debug, Serialize)]
 pub struct Approval {
     pub step: String,
-    /// `approved`, `rejected`, `waiting`, or the step's status.
+    /// `approved`, `rejected`, `expired`, or `waiting` for a decision.
     pub decision: String,
+    /// Who approved (the distinct approvers), or who rejected.
     pub by: Option<String>,
     pub comment: Option<String>,
     pub waiting_since_ms: Option<i64>,
     pub decided_ms: Option<i64>,
+    pub approvers: Vec<String>,
+    pub min_approvals: u32,
+    pub deadline_ms: Option<i64>,
+    pub decisions: Vec<pipe_runtime::gate::DecisionRecord>,
 }
 
 /// Gathers the report of `run` from the store, its log directory and `plan`.
@@ -144,6 +151,7 @@ pub fn build(
     plan: &Plan,
     records: &[StepRecord],
     history: &[Transition],
+    gates: &[GateRecord],
     now_ms: i64,
 ) -> Report {
     let by_id: HashMap<&str, &StepRecord> =
@@ -248,7 +256,7 @@ pub fn build(
     }
     let critical_path = path.iter().map(|&i| plan.step(i).id.clone()).collect();
     let warnings = warnings(&steps, run.finished_ms.is_some());
-    let approvals = approvals(&steps, &hist);
+    let approvals = gates.iter().map(approval).collect();
     Report {
         run: RunInfo {
             id: run.id,
@@ -487,38 +495,36 @@ fn warnings(steps: &[StepReport], finished: bool) -> Vec<Warning> {
     out
 }
 
-/// Gates: steps of the `approval` executor, and any step that stopped in the
-/// `waiting` status. Who decided comes from the gate's outputs
-/// (`approved_by`, `by` or `approver`; `comment`).
-fn approvals(steps: &[StepReport], hist: &HashMap<&str, Vec<&Transition>>) -> Vec<Approval> {
-    let mut out = Vec::new();
-    for s in steps {
-        let h = hist.get(s.id.as_str()).map_or(&[][..], Vec::as_slice);
-        let waited = h.iter().find(|t| t.status == "waiting").map(|t| t.at_ms);
-        if s.executor != "approval" && waited.is_none() {
-            continue;
-        }
-        let out_of = |keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| s.outputs.get(*k))
-                .filter(|v| !v.is_empty())
-                .cloned()
-        };
-        let decision = match s.status.as_str() {
-            "succeeded" => "approved".to_string(),
-            "failed" => out_of(&["decision"]).unwrap_or_else(|| "rejected".into()),
-            other => other.to_string(),
-        };
-        out.push(Approval {
-            step: s.id.clone(),
-            decision,
-            by: out_of(&["approved_by", "by", "approver", "decided_by"]),
-            comment: out_of(&["comment", "reason"]),
-            waiting_since_ms: waited,
-            decided_ms: s.finished_ms,
-        });
+/// The report's view of a gate record.
+fn approval(g: &GateRecord) -> Approval {
+    let approved = g.approved_by();
+    let rejected_by = g
+        .decisions
+        .iter()
+        .rev()
+        .find(|d| d.decision == "reject")
+        .map(|d| d.user.clone());
+    let by = match g.status.as_str() {
+        "rejected" => rejected_by,
+        _ if approved.is_empty() => None,
+        _ => Some(approved.join(", ")),
+    };
+    Approval {
+        step: g.gate.clone(),
+        decision: if g.status == "pending" {
+            "waiting".to_string()
+        } else {
+            g.status.clone()
+        },
+        by,
+        comment: g.decisions.iter().rev().find_map(|d| d.comment.clone()),
+        waiting_since_ms: Some(g.opened_ms),
+        decided_ms: g.decided_ms,
+        approvers: g.approvers.clone(),
+        min_approvals: g.min_approvals,
+        deadline_ms: Some(g.deadline_ms),
+        decisions: g.decisions.clone(),
     }
-    out
 }
 
 #[cfg(test)]
@@ -572,60 +578,48 @@ mod tests {
         );
     }
 
-    fn gate(status: &str, outputs: &[(&str, &str)]) -> StepReport {
-        StepReport {
-            id: "prod.approve".into(),
-            stage: "prod".into(),
-            name: "approve".into(),
-            executor: "approval".into(),
-            template: None,
-            handler: None,
-            needs: vec![],
-            required: true,
+    fn record(status: &str, decisions: &[(&str, &str, Option<&str>)]) -> GateRecord {
+        GateRecord {
+            run: 1,
+            gate: "prod.approve".into(),
+            plan_hash: "h".into(),
+            approvers: vec!["alice".into(), "bob".into()],
+            min_approvals: 1,
+            allow_self_approval: false,
+            started_by: Some("carol".into()),
+            opened_ms: 150,
+            deadline_ms: 86_400_150,
+            shown: vec![],
+            message: None,
             status: status.into(),
-            attempts: 1,
-            started_ms: Some(100),
-            finished_ms: (status != "waiting").then_some(5000),
-            duration_ms: 4900,
-            exit_code: None,
-            error: None,
-            outputs: outputs
+            decided_ms: (status != "pending").then_some(5000),
+            decisions: decisions
                 .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .map(|(user, d, c)| pipe_runtime::gate::DecisionRecord {
+                    user: (*user).into(),
+                    decision: (*d).into(),
+                    comment: c.map(str::to_string),
+                    via: "cli".into(),
+                    at_ms: 5000,
+                    plan_hash: "h".into(),
+                })
                 .collect(),
-            critical: false,
-            slack_ms: 0,
-            location: String::new(),
-            segments: vec![],
-            logs: vec![],
         }
     }
 
     #[test]
-    fn gates_become_approvals_with_who_and_when() {
-        let waiting = Transition {
-            step_id: "prod.approve".into(),
-            attempt: 1,
-            status: "waiting".into(),
-            at_ms: 150,
-        };
-        let mut hist = HashMap::new();
-        hist.insert("prod.approve", vec![&waiting]);
-        let a = approvals(
-            &[gate(
-                "succeeded",
-                &[("approved_by", "alice"), ("comment", "ship it")],
-            )],
-            &hist,
-        );
-        assert_eq!(a.len(), 1);
+    fn gate_records_become_approvals_with_who_and_when() {
+        let a = approval(&record(
+            "approved",
+            &[("alice", "approve", Some("ship it"))],
+        ));
         assert_eq!(
             (
-                a[0].decision.as_str(),
-                a[0].by.as_deref(),
-                a[0].comment.as_deref(),
-                a[0].waiting_since_ms,
-                a[0].decided_ms
+                a.decision.as_str(),
+                a.by.as_deref(),
+                a.comment.as_deref(),
+                a.waiting_since_ms,
+                a.decided_ms
             ),
             (
                 "approved",
@@ -635,24 +629,22 @@ mod tests {
                 Some(5000)
             )
         );
-        let still = approvals(&[gate("waiting", &[])], &hist);
+        let w = approval(&record("pending", &[]));
         assert_eq!(
-            (
-                still[0].decision.as_str(),
-                still[0].by.as_deref(),
-                still[0].decided_ms
-            ),
+            (w.decision.as_str(), w.by.as_deref(), w.decided_ms),
             ("waiting", None, None)
         );
-        let rejected = approvals(&[gate("failed", &[("by", "bob")])], &HashMap::new());
+        let r = approval(&record(
+            "rejected",
+            &[
+                ("alice", "approve", None),
+                ("bob", "reject", Some("not today")),
+            ],
+        ));
         assert_eq!(
-            (rejected[0].decision.as_str(), rejected[0].by.as_deref()),
-            ("rejected", Some("bob"))
+            (r.decision.as_str(), r.by.as_deref(), r.comment.as_deref()),
+            ("rejected", Some("bob"), Some("not today"))
         );
-        // A plain step that never waited is no gate.
-        let mut plain = gate("succeeded", &[]);
-        plain.executor = "shell".into();
-        assert!(approvals(&[plain], &HashMap::new()).is_empty());
     }
 
     #[test]
