@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod doc;
 pub mod env;
 pub mod export;
 pub mod fmt;
@@ -10,6 +11,7 @@ pub mod gc;
 pub mod graph;
 pub mod list;
 pub mod logs;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod runs;
