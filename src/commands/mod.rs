@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod deployments;
 pub mod doc;
 pub mod env;
 pub mod export;
@@ -13,6 +14,7 @@ pub mod list;
 pub mod logs;
 pub mod report;
 pub mod resume;
+pub mod rollback;
 pub mod run;
 pub mod runs;
 pub mod status;

@@ -155,6 +155,7 @@ impl Registry {
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
         r.register("swarm", Arc::new(swarm::Swarm));
+        crate::deploy::register(&mut r);
         r
     }
 
