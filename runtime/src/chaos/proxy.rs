@@ -180,9 +180,13 @@ impl Proxy {
             refusals: AtomicU64::new(0),
             tls_handshakes_failed: AtomicU64::new(0),
         });
-        let listener = {
+        // Refusing from the start: closed before anyone can connect.
+        let listener = if shared.refusing(0).is_some() {
+            shared.refusals.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
             let _guard = rt.enter();
-            TcpListener::from_std(listener).map_err(|e| e.to_string())?
+            Some(TcpListener::from_std(listener).map_err(|e| e.to_string())?)
         };
         rt.spawn(accept_loop(listener, addr, shared.clone(), tls));
         Ok(Proxy {
@@ -351,7 +355,7 @@ impl Shared {
 }
 
 async fn accept_loop(
-    mut listener: TcpListener,
+    mut listener: Option<TcpListener>,
     addr: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -360,20 +364,27 @@ async fn accept_loop(
         let t = shared.elapsed_ms();
         if let Some(end) = shared.refusing(t) {
             // `refuse`: nobody listens, so connecting is refused by the kernel.
-            drop(listener);
-            shared.refusals.fetch_add(1, Ordering::Relaxed);
+            if listener.take().is_some() {
+                shared.refusals.fetch_add(1, Ordering::Relaxed);
+            }
             if end == u64::MAX {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(end.saturating_sub(t))).await;
-            listener = loop {
-                match TcpListener::bind(addr).await {
-                    Ok(l) => break l,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            };
             continue;
         }
+        let listener = match &mut listener {
+            Some(l) => l,
+            None => {
+                let l = loop {
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => break l,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+                listener.insert(l)
+            }
+        };
         let next = shared.next_refusal(t);
         let accepted = tokio::select! {
             a = listener.accept() => a,
