@@ -709,3 +709,293 @@ fn a_bad_fault_parameter_fails_the_chaos_step_with_its_name() {
         r.all()
     );
 }
+
+// ---- container faults, against the real Docker Engine ----
+
+fn engine() -> bollard::Docker {
+    let d = bollard::Docker::connect_with_local_defaults().expect("docker client");
+    rt().block_on(d.negotiate_version())
+        .expect("the Docker Engine does not answer: run `bash .ci/docker-up.sh`")
+}
+
+/// A project with a busybox-static root filesystem at `rootfs/` (imported as
+/// the base image: nothing is pulled), a name unique to the test, and the
+/// images and containers to remove at the end.
+struct DockerProj {
+    proj: Proj,
+    id: String,
+    base: String,
+    containers: Vec<String>,
+}
+
+impl DockerProj {
+    fn new(tag: &str) -> DockerProj {
+        let proj = Proj::new("");
+        let dir = proj.dir.path();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let id = format!("pipetest-chaos-{tag}-{}-{nanos}", std::process::id());
+        let bin = dir.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::create_dir_all(dir.join("rootfs/tmp")).expect("mkdir");
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
+            }
+        }
+        let base = format!("{id}-base:1");
+        DockerProj {
+            proj,
+            id,
+            base,
+            containers: Vec::new(),
+        }
+    }
+
+    fn pipeline(&self, name: &str, text: &str) {
+        std::fs::write(self.proj.path(&format!("pipelines/{name}.pipe")), text).expect("write");
+    }
+
+    /// The state of container `name`: (running, paused).
+    fn state(name: &str) -> Option<(bool, bool)> {
+        let c = rt().block_on(engine().inspect_container(name, None)).ok()?;
+        let s = c.state?;
+        Some((s.running == Some(true), s.paused == Some(true)))
+    }
+
+    fn markers(&self) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec!["dev.pipe.kind=chaos-pause".to_string()],
+        )]);
+        rt().block_on(
+            engine().list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(filters),
+            })),
+        )
+        .expect("list volumes")
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| {
+            v.labels
+                .get("dev.pipe.chaos.paused")
+                .is_some_and(|c| self.state_id(c))
+        })
+        .map(|v| v.name)
+        .collect()
+    }
+
+    /// Whether a container id is one of this test's.
+    fn state_id(&self, id: &str) -> bool {
+        self.containers.iter().any(|n| {
+            rt().block_on(engine().inspect_container(n, None))
+                .ok()
+                .and_then(|c| c.id)
+                .is_some_and(|cid| cid == id)
+        })
+    }
+}
+
+impl Drop for DockerProj {
+    fn drop(&mut self) {
+        let d = engine();
+        let rt = rt();
+        for c in &self.containers {
+            let _ = rt.block_on(d.remove_container(
+                c,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            ));
+        }
+        let _ = rt.block_on(d.remove_image(
+            &self.base,
+            Some(bollard::query_parameters::RemoveImageOptions {
+                force: true,
+                ..Default::default()
+            }),
+            None,
+        ));
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_step_fails_its_step_and_the_policy_decides() {
+    let p = DockerProj::new("kill");
+    p.pipeline(
+        "p",
+        &format!(
+            r#"import "std/docker"
+
+pipeline p {{
+  param strict: bool = false
+
+  stage base {{
+    step import = docker.import {{ rootfs = "rootfs"  image = "{base}" }}
+  }}
+  stage chaos {{
+    needs    = [base]
+    required = strict
+
+    chaos crash {{
+      container = "worker"
+      fault kill {{
+        after  = 2s
+        signal = "SIGKILL"
+      }}
+    }}
+    step worker {{
+      image = "{base}"
+      run   = "i=0; while [ $i -lt 300 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    }}
+  }}
+}}
+"#,
+            base = p.base
+        ),
+    );
+    let r = p
+        .proj
+        .run(&["run", "p", "--output", "json"], Duration::from_mins(2));
+    assert_eq!(r.code, 0, "not required: a warning\n{}", r.all());
+    let ev = r.events();
+    let worker = ev
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "chaos.worker")
+        .unwrap_or_else(|| panic!("worker never finished: {}", r.all()));
+    assert_eq!(worker["status"], "failed", "{worker}");
+    assert_eq!(worker["exit_code"], 137, "killed by SIGKILL: {worker}");
+    assert!(
+        worker["duration_ms"].as_u64().unwrap_or(0) < 25_000,
+        "killed before its 30 s of work: {worker}"
+    );
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "warning" && e["step"] == "chaos.worker"));
+    let report = ev
+        .iter()
+        .find(|e| e["event"] == "chaos_report")
+        .unwrap_or_else(|| panic!("no chaos report: {}", r.all()));
+    assert_eq!(report["report"]["injected"]["kill"], 1, "{report}");
+    let at = report["report"]["faults"][0]["at_ms"]
+        .as_u64()
+        .expect("at_ms");
+    assert!(at >= 2000, "after 2s: {report}");
+    assert!(
+        report["report"]["faults"][0]["container"]
+            .as_str()
+            .is_some_and(|c| c.contains("chaos.worker")),
+        "{report}"
+    );
+
+    let r = p.proj.run(
+        &["run", "p", "-p", "strict=true", "--output", "json"],
+        Duration::from_mins(2),
+    );
+    assert_eq!(r.code, 1, "required: the kill fails the run\n{}", r.all());
+    let end = r.events().last().cloned().expect("events");
+    assert_eq!(end["failed_step"], "chaos.worker", "{end}");
+}
+
+#[test]
+fn a_pause_is_undone_on_ctrl_c_and_by_gc_after_a_crash() {
+    let mut p = DockerProj::new("pause");
+    let target = format!("{}-target", p.id);
+    p.containers.push(target.clone());
+    p.pipeline(
+        "setup",
+        &format!(
+            r#"import "std/docker"
+
+pipeline setup {{
+  stage base {{
+    step import = docker.import {{
+      rootfs  = "rootfs"
+      image   = "{base}"
+      changes = ["CMD [\"sleep\", \"600\"]"]
+    }}
+  }}
+  stage svc {{
+    needs = [base]
+    step target = docker.run {{ image = "{base}"  name = "{target}" }}
+  }}
+}}
+"#,
+            base = p.base
+        ),
+    );
+    p.pipeline(
+        "p",
+        &format!(
+            r#"pipeline p {{
+  stage chaos {{
+    chaos freeze {{
+      container = "{target}"
+      fault pause {{}}
+    }}
+    step wait {{ run = "sleep 60" }}
+  }}
+}}
+"#
+        ),
+    );
+    let r = p.proj.run(
+        &["run", "setup", "--output", "plain"],
+        Duration::from_mins(2),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(DockerProj::state(&target), Some((true, false)));
+
+    // Ctrl-C while the container is paused: pipe unpauses it before it exits.
+    let child = p.proj.spawn(&["run", "p", "--output", "plain"]);
+    assert!(
+        wait_for(Duration::from_mins(1), || DockerProj::state(&target)
+            == Some((true, true))),
+        "never paused"
+    );
+    assert_eq!(p.markers().len(), 1, "the pause is journalled");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let r = finish(child, Duration::from_secs(30));
+    assert_eq!(r.code, 130, "{}", r.all());
+    assert_eq!(
+        DockerProj::state(&target),
+        Some((true, false)),
+        "{}",
+        r.all()
+    );
+    assert!(p.markers().is_empty(), "no marker left");
+
+    // SIGKILL cannot clean up: the container stays paused until `pipe gc`.
+    let mut child = p.proj.spawn(&["run", "p", "--output", "plain"]);
+    assert!(
+        wait_for(Duration::from_mins(1), || DockerProj::state(&target)
+            == Some((true, true))),
+        "never paused"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        DockerProj::state(&target),
+        Some((true, true)),
+        "SIGKILL cannot unpause"
+    );
+    let r = p.proj.run(&["gc"], Duration::from_mins(1));
+    assert!(r.stdout.contains("unpaused container"), "{}", r.all());
+    assert_eq!(DockerProj::state(&target), Some((true, false)));
+    assert!(p.markers().is_empty(), "gc removed the marker");
+}

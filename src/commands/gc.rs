@@ -14,6 +14,9 @@ pub fn run() -> Result<String, Failure> {
         message: Some(e),
     })?;
     let mut out = String::new();
+    for c in &report.unpaused {
+        out.push_str(&format!("unpaused container {c}\n"));
+    }
     for c in &report.containers {
         out.push_str(&format!("removed container {c}\n"));
     }
@@ -45,6 +48,9 @@ pub fn for_resume(run_key: &str) {
     if let Ok(report) = gc::collect_blocking(Some(run_key)) {
         for c in &report.containers {
             eprintln!("removed leftover container {c}");
+        }
+        for c in &report.unpaused {
+            eprintln!("unpaused container {c}");
         }
     }
 }
