@@ -687,7 +687,7 @@ fn ctrl_c_stops_the_proxy_before_pipe_exits() {
 }
 
 #[test]
-fn a_bad_fault_parameter_fails_the_chaos_step_with_its_name() {
+fn a_bad_fault_parameter_is_reported_at_its_line_before_anything_runs() {
     let p = Proj::new(
         r#"pipeline p {
   stage chaos {
@@ -700,14 +700,15 @@ fn a_bad_fault_parameter_fails_the_chaos_step_with_its_name() {
 "#,
     );
     let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(30));
-    assert_eq!(r.code, 1, "{}", r.all());
-    assert!(
-        r.stdout.contains(
-            "chaos `api`: fault #1 `latency`: unknown parameter `dealy` (did you mean `delay`?)"
-        ),
-        "{}",
-        r.all()
-    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    for text in [
+        "unknown attribute `dealy` in fault `latency`",
+        "pipelines/p.pipe:5:23",
+        "did you mean `delay`?",
+    ] {
+        assert!(r.stderr.contains(text), "{text}: {}", r.all());
+    }
+    assert!(r.stdout.is_empty(), "nothing ran: {}", r.all());
 }
 
 // ---- container faults, against the real Docker Engine ----
@@ -998,4 +999,35 @@ pipeline setup {{
     assert!(r.stdout.contains("unpaused container"), "{}", r.all());
     assert_eq!(DockerProj::state(&target), Some((true, false)));
     assert!(p.markers().is_empty(), "gc removed the marker");
+}
+
+#[test]
+fn the_shipped_example_runs_and_reports() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = crate::common::run_bounded(
+        Command::new(pipe_bin())
+            .args([
+                "run",
+                "examples/chaos.pipe",
+                "--output",
+                "plain",
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .current_dir(crate::common::repo_root()),
+        Duration::from_mins(2),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("10/10 fetched"), "{stdout}");
+    assert!(
+        stdout.contains("[resilience.flaky] chaos report: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("http_status 429 (rate 0.3): "), "{stdout}");
 }
