@@ -1031,3 +1031,36 @@ fn the_shipped_example_runs_and_reports() {
     );
     assert!(stdout.contains("http_status 429 (rate 0.3): "), "{stdout}");
 }
+
+#[test]
+fn resume_after_a_crash_starts_the_proxy_again() {
+    let up = Upstream::start();
+    let p = Proj::new(&format!(
+        r#"pipeline p {{
+  stage chaos {{
+    chaos api {{ upstream = "{}" }}
+    step use {{ run = "curl -fsS ${{chaos.api.url}}/x > got; test -f go || sleep 60" }}
+  }}
+}}
+"#,
+        up.url()
+    ));
+    let mut child = p.spawn(&["run", "p", "--output", "plain"]);
+    assert!(wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(p.path("got")).is_ok_and(|s| s == "hello /x")
+    }));
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    std::fs::write(p.path("go"), "").expect("write");
+    std::fs::remove_file(p.path("got")).expect("rm");
+    let r = p.run(
+        &["resume", "--rerun-in-doubt", "--output", "plain"],
+        Duration::from_mins(1),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("[chaos.api] started"), "{}", r.all());
+    assert_eq!(
+        std::fs::read_to_string(p.path("got")).expect("got"),
+        "hello /x"
+    );
+}

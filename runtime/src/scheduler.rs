@@ -359,7 +359,8 @@ impl<'a> Scheduler<'a> {
             .map(|s| {
                 let p = prior.iter().find(|r| r.step_id == s.id);
                 let status = match p.map(|r| r.status.as_str()) {
-                    Some("succeeded") => Status::Succeeded,
+                    // A chaos block's proxy died with the crashed run: start it again.
+                    Some("succeeded") if s.executor != "chaos" => Status::Succeeded,
                     Some("skipped") => Status::Skipped,
                     _ => Status::Pending,
                 };

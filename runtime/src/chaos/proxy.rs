@@ -121,6 +121,8 @@ impl Proxy {
                 Some(b.build().map_err(|e| e.to_string())?)
             });
         }
+        // Two workers measured better than one on the 2-core machine (see
+        // docs/chaos.md, "Overhead").
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("chaos-{}", spec.name))
