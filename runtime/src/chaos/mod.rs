@@ -255,7 +255,8 @@ pub fn stage_over(
         .enumerate()
         .filter(|(_, s)| s.stage == stage && s.executor != "chaos")
         .all(|(i, _)| match status(i) {
-            "running" | "retrying" => false,
+            // A gate waiting for a decision can still let its branch go on.
+            "running" | "retrying" | "waiting" => false,
             "pending" => stopping || !can_run(i, steps, status, &mut memo),
             _ => true,
         })
