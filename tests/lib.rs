@@ -4,6 +4,7 @@
 mod common;
 
 mod audit_service;
+mod chaos;
 mod check;
 mod deploy;
 mod docker;

@@ -156,6 +156,7 @@ impl Registry {
         r.register("scan.config", Arc::new(scan::Config));
         r.register("swarm", Arc::new(swarm::Swarm));
         crate::deploy::register(&mut r);
+        r.register("chaos", Arc::new(crate::chaos::Chaos));
         r
     }
 
