@@ -3,6 +3,7 @@
 
 mod common;
 
+mod audit_service;
 mod check;
 mod docker;
 mod env;

@@ -864,10 +864,12 @@ impl<'a> Scheduler<'a> {
         }
         let mut cache_key = None;
         if let (Some(spec), false) = (&step.cache, self.opts.no_cache) {
+            // An executor step has no command: its inputs (tags, build args...) decide its result.
+            let rendered = command.clone().or_else(|| Some(format!("{inputs:?}")));
             match crate::cache::compute(
                 &self.opts.root,
                 &step.id,
-                command.as_deref(),
+                rendered.as_deref(),
                 &vars,
                 user_key.as_deref(),
                 &spec.inputs,

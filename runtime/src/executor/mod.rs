@@ -6,6 +6,7 @@ pub mod container;
 pub mod docker_build;
 pub mod docker_push;
 pub mod docker_run;
+pub mod scan;
 pub mod services;
 pub mod shell;
 
@@ -150,6 +151,8 @@ impl Registry {
         r.register("docker.push", Arc::new(docker_push::Push));
         r.register("docker.run", Arc::new(docker_run::Run));
         r.register("policy", Arc::new(crate::gate::policy::Policy));
+        r.register("scan.image", Arc::new(scan::Image));
+        r.register("scan.config", Arc::new(scan::Config));
         r
     }
 

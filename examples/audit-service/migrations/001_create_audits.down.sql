@@ -1,0 +1,2 @@
+DROP INDEX audits_status;
+DROP TABLE audits;
