@@ -150,6 +150,7 @@ impl Registry {
         r.register("docker.push", Arc::new(docker_push::Push));
         r.register("docker.run", Arc::new(docker_run::Run));
         r.register("policy", Arc::new(crate::gate::policy::Policy));
+        crate::deploy::register(&mut r);
         r
     }
 
