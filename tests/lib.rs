@@ -4,6 +4,7 @@
 mod common;
 
 mod check;
+mod deploy;
 mod docker;
 mod examples;
 mod fmt;
