@@ -120,6 +120,26 @@ CREATE TABLE IF NOT EXISTS cache (
   outputs TEXT NOT NULL,
   created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deployments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  environment TEXT NOT NULL,
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  image TEXT NOT NULL,
+  image_digest TEXT,
+  migration_version TEXT,
+  run_id INTEGER,
+  step_id TEXT,
+  container_id TEXT,
+  strategy TEXT NOT NULL,
+  spec TEXT NOT NULL DEFAULT '{}',
+  approved_by TEXT,
+  status TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  finished_ms INTEGER,
+  note TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_by_service ON deployments (environment, service, id);
 ";
 
 impl Store {
@@ -189,7 +209,7 @@ impl Store {
     }
 
     /// The connection, for the modules that keep their own tables here
-    /// (see [`crate::gate`]).
+    /// (see [`crate::gate`] and [`crate::deploy::ledger`]).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
