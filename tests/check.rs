@@ -258,3 +258,122 @@ fn chained_comparison_says_how_to_write_it() {
         .stderr_contains("help: to compare, write `==`; a single `=` only sets an attribute")
         .run();
 }
+
+/// A production deploy that needs its image but not the approval: the assert
+/// fails with the path that bypasses the gate, in full as `pipe check` prints it.
+const BYPASS: &str = r#"pipeline release {
+  env prod { }
+  stage build {
+    step image { run = "make image" }
+  }
+  stage production {
+    env = prod
+    gate approve = approval { needs = [image] }
+    step deploy { run = "deploy"  needs = [image] }
+  }
+  assert gated {
+    from    = stage.build
+    to      = stage.production
+    through = [approve]
+  }
+}
+"#;
+
+#[test]
+fn check_rejects_a_production_deploy_that_bypasses_the_approval() {
+    Test::new()
+        .pipeline("release", BYPASS)
+        .args(&["check"])
+        .status(2)
+        .stderr(
+            r#"pipe::assert
+
+  × assert `gated` fails: `production.deploy` can start before `production.approve` has passed
+  │ path: build.image → production.deploy  (no step on it waits for `production.approve`)
+    ╭─[pipelines/release.pipe:14:16]
+  3 │   stage build {
+  4 │     step image { run = "make image" }
+    ·          ──┬──
+    ·            ╰── 1. `build.image`
+  5 │   }
+  6 │   stage production {
+  7 │     env = prod
+  8 │     gate approve = approval { needs = [image] }
+    ·          ───┬───
+    ·             ╰── the gate `production.approve`, not on the path
+  9 │     step deploy { run = "deploy"  needs = [image] }
+    ·          ───┬──
+    ·             ╰── 2. `production.deploy`
+ 10 │   }
+ 11 │   assert gated {
+ 12 │     from    = stage.build
+ 13 │     to      = stage.production
+ 14 │     through = [approve]
+    ·                ───┬───
+    ·                   ╰── `production.deploy` does not wait for this
+ 15 │   }
+    ╰────
+  help: make `deploy` wait for the gate: add `needs = [approve]` to it
+
+checked 1 file: 1 error, 0 warnings
+"#,
+        )
+        .run();
+
+    // The same spans for editors: the gate in `through`, then the path.
+    let out = Test::new()
+        .pipeline("release", BYPASS)
+        .args(&["check", "--format", "json"])
+        .status(2)
+        .run();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v:#}");
+    assert_eq!(v[0]["code"], "pipe::assert");
+    assert_eq!(
+        (v[0]["line"].as_u64(), v[0]["column"].as_u64()),
+        (Some(14), Some(16))
+    );
+    let related: Vec<(u64, u64, &str)> = v[0]["related"]
+        .as_array()
+        .expect("related")
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["column"].as_u64().unwrap(),
+                r["label"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        related,
+        [
+            (4, 10, "1. `build.image`"),
+            (9, 10, "2. `production.deploy`"),
+            (8, 10, "the gate `production.approve`, not on the path"),
+        ]
+    );
+
+    // Waiting for the approval proves it.
+    Test::new()
+        .pipeline(
+            "release",
+            &BYPASS.replace(
+                "step deploy { run = \"deploy\"  needs = [image] }",
+                "step deploy { run = \"deploy\"  needs = [approve] }",
+            ),
+        )
+        .args(&["check"])
+        .stderr("checked 1 file: no problems\n")
+        .run();
+}
+
+#[test]
+fn run_refuses_a_pipeline_whose_assert_fails_before_running_anything() {
+    Test::new()
+        .pipeline("release", BYPASS)
+        .args(&["run", "release", "--env", "prod"])
+        .status(2)
+        .stderr_contains("assert `gated` fails: `production.deploy` can start before `production.approve` has passed")
+        .run();
+}

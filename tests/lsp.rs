@@ -458,3 +458,72 @@ fn shutdown_then_exit_ends_the_process() {
     }
     let _ = &s.dir;
 }
+
+/// An assert's selectors are references: renaming a gate renames it in
+/// `through`, and the outline lists the assert.
+#[test]
+fn asserts_reference_their_steps_and_stages_and_show_in_the_outline() {
+    const GATED: &str = r#"pipeline p {
+  stage build { step image { run = "b" } }
+  stage prod {
+    needs = [build]
+    gate approve = approval { timeout = 1h }
+    step deploy { run = "d"  needs = [approve] }
+  }
+  assert gated {
+    from    = stage.build
+    to      = "deploy"
+    through = [approve]
+  }
+}
+"#;
+    let mut s = Server::start();
+    s.open(GATED);
+    let mut params = s.at(GATED, "gate approve", 0, 6);
+    params["context"] = json!({"includeDeclaration": true});
+    let refs = s.request("textDocument/references", params);
+    let mut got: Vec<Value> = refs
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|l| l["range"].clone())
+        .collect();
+    got.sort_by_key(|r| {
+        (
+            r["start"]["line"].as_u64(),
+            r["start"]["character"].as_u64(),
+        )
+    });
+    assert_eq!(
+        json!(got),
+        json!([
+            range(GATED, "gate approve", 0, 5, 7),
+            range(GATED, "[approve]", 0, 1, 7),
+            range(GATED, "[approve]", 1, 1, 7),
+        ])
+    );
+    let def = s.request("textDocument/definition", s.at(GATED, "stage.build", 0, 7));
+    assert_eq!(def["range"], range(GATED, "stage build", 0, 6, 5));
+    let def = s.request("textDocument/definition", s.at(GATED, "\"deploy\"", 0, 2));
+    assert_eq!(def["range"], range(GATED, "step deploy", 0, 5, 6));
+
+    let syms = s.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": s.uri}}),
+    );
+    let names: Vec<(&str, &str)> = syms[0]["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().expect("name"),
+                c["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("build", "stage"), ("prod", "stage"), ("gated", "assert")]
+    );
+}

@@ -26,7 +26,7 @@ const PREC = {
 // still be used as attribute keys (and block kinds inside generic bodies).
 const CONTEXTUAL_KEYWORDS = [
   'import', 'as', 'pipeline', 'template', 'param', 'env', 'stage', 'on',
-  'step', 'gate', 'chaos', 'for', 'in',
+  'step', 'gate', 'chaos', 'for', 'in', 'assert',
 ];
 
 /** Entries separated by optional commas, as `(entry ~ ","?)*` in pest. */
@@ -74,7 +74,7 @@ module.exports = grammar({
     pipeline_body: $ => seq(
       '{',
       entries(choice(
-        $.param, $.env_declaration, $.stage, $.handler, $.attribute, $.block,
+        $.param, $.env_declaration, $.stage, $.handler, $.assert, $.attribute, $.block,
       )),
       '}',
     ),
@@ -114,6 +114,10 @@ module.exports = grammar({
     ),
 
     handler_kind: _ => choice('failure', 'success', 'always'),
+
+    // `assert NAME { from = ...  to = ...  through = [...] }`: a property of
+    // the DAG that `pipe check` proves; its attributes are step selectors.
+    assert: $ => seq('assert', field('name', $.identifier), field('body', $.body)),
 
     stage_body: $ => seq(
       '{',

@@ -83,4 +83,56 @@ fn main() {
     println!("lower (analysis + plan):    best {lb:>10.2?}  median {lm:>10.2?}");
     println!("check (all diagnostics):    best {cb:>10.2?}  median {cm:>10.2?}");
     println!("parse + check + lower:      best {tb:>10.2?}  median {tm:>10.2?}");
+
+    // Lowering again with asserts (lang/src/asserts.rs): one that holds, over
+    // the middle stage's 100 steps as gates, and one that fails, with every
+    // `check-*` step (half the plan) as a gate. Runs are interleaved so that
+    // machine noise hits each variant alike; the best run is the figure.
+    let last = n.div_ceil(100) - 1;
+    let mid = last / 2;
+    let variants = [
+        ("no assert", String::new()),
+        (
+            "assert that holds (100 gates)",
+            format!(
+                "assert holds {{ from = stage.s0  to = stage.s{last}  through = [\"s{mid}.*\"] }}"
+            ),
+        ),
+        (
+            "assert that fails (5000 gates)",
+            format!(
+                "assert fails {{ from = stage.s0  to = stage.s{last}  through = [\"check-*\"] }}"
+            ),
+        ),
+    ];
+    let spaces: Vec<Workspace> = variants
+        .iter()
+        .map(|(_, a)| {
+            let src = text
+                .trim_end()
+                .strip_suffix('}')
+                .expect("pipeline end")
+                .to_string()
+                + a
+                + "\n}\n";
+            Workspace::load(vec![("big.pipe".into(), src)], &mut NoLoader)
+        })
+        .collect();
+    let mut best = [Duration::MAX; 3];
+    for _ in 0..runs {
+        for (k, ws) in spaces.iter().enumerate() {
+            let (_, pl) = ws.find_pipeline("big").expect("pipeline");
+            let t = Instant::now();
+            let (plan, diags) = lower(ws, 0, pl, &ctx);
+            best[k] = best[k].min(t.elapsed());
+            assert_eq!(plan.is_some(), k != 2, "{diags:?}");
+        }
+    }
+    for (k, (what, _)) in variants.iter().enumerate() {
+        println!(
+            "lower, {what:<30} best {:>10.2?}  (+{:.2?})",
+            best[k],
+            best[k].saturating_sub(best[0])
+        );
+    }
 }

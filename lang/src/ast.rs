@@ -51,6 +51,7 @@ pub struct Pipeline {
     pub envs: Vec<EnvDecl>,
     pub stages: Vec<Stage>,
     pub handlers: Vec<Handler>,
+    pub asserts: Vec<Assert>,
     pub attrs: Vec<Attr>,
     pub blocks: Vec<Block>,
     pub span: Span,
@@ -107,6 +108,16 @@ pub struct Handler {
     pub kind: HandlerKind,
     pub kind_span: Span,
     pub entries: Vec<StageEntry>,
+    pub span: Span,
+}
+
+/// `assert NAME { from = ...  to = ...  through = [...]  message = "..." }`:
+/// a property of the lowered DAG that `pipe check` proves. Its attributes are
+/// step selectors, read by `crate::asserts`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assert {
+    pub name: Ident,
+    pub body: Body,
     pub span: Span,
 }
 

@@ -6,7 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{LabeledSpan, NamedSource};
+use miette::{
+    LabeledSpan, MietteError, MietteSpanContents, NamedSource, SourceCode, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
 use crate::span::{SourceMap, Span};
@@ -96,8 +98,9 @@ impl Diagnostic {
             .collect();
         Rendered {
             diag: self,
-            source: NamedSource::new(file.name.clone(), Arc::clone(&file.text))
-                .with_language("pipe"),
+            source: Snippets(
+                NamedSource::new(file.name.clone(), Arc::clone(&file.text)).with_language("pipe"),
+            ),
             related,
         }
     }
@@ -146,7 +149,7 @@ pub fn sort_and_dedup(diags: &mut Vec<Diagnostic>) {
 /// A [`Diagnostic`] with its source, ready for miette's report handlers.
 pub struct Rendered<'a> {
     diag: &'a Diagnostic,
-    source: NamedSource<Arc<str>>,
+    source: Snippets,
     related: Vec<Related>,
 }
 
@@ -207,6 +210,42 @@ impl miette::Diagnostic for Rendered<'_> {
         Some(Box::new(
             self.related.iter().map(|r| r as &dyn miette::Diagnostic),
         ))
+    }
+}
+
+/// The source of a rendered diagnostic. miette 7.6 gives a snippet's
+/// `line_count` as the line it ends on, counted from the top of the file, and
+/// merges two labels' snippets when `line + line_count` reaches the next one:
+/// past the middle of a file any two labels merged, printing every line
+/// between them (an assert's path can span a whole pipeline). This reports the
+/// snippet's own number of lines plus two, so snippets merge when at most two
+/// lines lie between them, and otherwise print apart.
+struct Snippets(NamedSource<Arc<str>>);
+
+impl SourceCode for Snippets {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let c = self
+            .0
+            .read_span(span, context_lines_before, context_lines_after)?;
+        // Pieces between newlines: the newlines plus one.
+        let lines = c.data().split(|&b| b == b'\n').count() + 1;
+        let mut fixed = MietteSpanContents::new_named(
+            c.name().unwrap_or_default().to_string(),
+            c.data(),
+            *c.span(),
+            c.line(),
+            c.column(),
+            lines,
+        );
+        if let Some(language) = c.language() {
+            fixed = fixed.with_language(language);
+        }
+        Ok(Box::new(fixed))
     }
 }
 

@@ -16,8 +16,8 @@
 use regex::Regex;
 
 use crate::ast::{
-    Attr, BinOp, Block, Body, Chaos, EnvDecl, Expr, ExprKind, ForLoop, Gate, Handler, Import, Item,
-    Module, Param, Pipeline, Stage, StageEntry, Step, Template, UnOp,
+    Assert, Attr, BinOp, Block, Body, Chaos, EnvDecl, Expr, ExprKind, ForLoop, Gate, Handler,
+    Import, Item, Module, Param, Pipeline, Stage, StageEntry, Step, Template, UnOp,
 };
 use crate::diagnostic::Diagnostic;
 use crate::parser;
@@ -152,6 +152,7 @@ enum Node<'a> {
     Env(&'a EnvDecl),
     Stage(&'a Stage),
     Handler(&'a Handler),
+    Assert(&'a Assert),
     Attr(&'a Attr),
     Block(&'a Block),
     Step(&'a Step),
@@ -170,6 +171,7 @@ impl Node<'_> {
             Node::Env(x) => x.span,
             Node::Stage(x) => x.span,
             Node::Handler(x) => x.span,
+            Node::Assert(x) => x.span,
             Node::Attr(x) => x.span,
             Node::Block(x) => x.span,
             Node::Step(x) => x.span,
@@ -218,6 +220,7 @@ fn pipeline_nodes(pl: &Pipeline) -> Vec<Node<'_>> {
         .chain(pl.envs.iter().map(Node::Env))
         .chain(pl.stages.iter().map(Node::Stage))
         .chain(pl.handlers.iter().map(Node::Handler))
+        .chain(pl.asserts.iter().map(Node::Assert))
         .chain(pl.attrs.iter().map(Node::Attr))
         .chain(pl.blocks.iter().map(Node::Block))
         .collect();
@@ -537,6 +540,15 @@ impl Printer<'_> {
                     self.out.push_str(" {");
                 }
                 self.body_rest(&stage_nodes(&h.entries), open, span);
+            }
+            Node::Assert(a) => {
+                let open = a.body.span.start as usize;
+                if !self.header_verbatim(span, open) {
+                    self.out.push_str("assert ");
+                    self.out.push_str(&a.name.name);
+                    self.out.push_str(" {");
+                }
+                self.body_rest(&body_nodes(&a.body), open, span);
             }
             Node::For(f) => {
                 let open = self.brace_after(f.iter.span.end as usize);
@@ -884,6 +896,14 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(kept(src), kept(&got), "comments changed:\n{got}");
+    }
+
+    #[test]
+    fn asserts_lay_out_like_other_declarations() {
+        check(
+            "pipeline p { stage s { step a { run = \"x\" } }\n\n\n  assert gated{to=stage.s  through=[a,\"b-*\"]   # why\n message = \"m\" } }",
+            "pipeline p {\n  stage s {\n    step a {\n      run = \"x\"\n    }\n  }\n\n  assert gated {\n    to      = stage.s\n    through = [a, \"b-*\"]  # why\n    message = \"m\"\n  }\n}\n",
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! diagnostics and a frozen [`plan::Plan`] come out. See `docs/GRAMMAR.md` and
 //! the design notes in DESIGN.md.
 
+mod asserts;
 pub mod ast;
 pub mod critical;
 pub mod diagnostic;

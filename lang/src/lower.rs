@@ -176,7 +176,40 @@ pub fn check(ws: &Workspace, ctx: &Context) -> Vec<Diagnostic> {
 }
 
 /// Lowers one pipeline to a plan. Diagnostics may hold warnings even when a plan is returned.
+/// The pipeline's `assert`s are proved on the plan for every env (see `crate::asserts`).
 pub fn lower(
+    ws: &Workspace,
+    module: usize,
+    pl: &Pipeline,
+    ctx: &Context,
+) -> (Option<Plan>, Vec<Diagnostic>) {
+    let (plan, mut diags) = lower_plan(ws, module, pl, ctx);
+    if pl.asserts.is_empty() {
+        return (plan, diags);
+    }
+    let found = match (&plan, &ctx.target_env) {
+        (None, _) => crate::asserts::validate(pl),
+        (Some(p), None) => crate::asserts::prove(pl, p),
+        (Some(_), Some(env)) => {
+            let every_env = Context {
+                target_env: None,
+                ..ctx.clone()
+            };
+            match lower_plan(ws, module, pl, &every_env) {
+                (Some(full), _) => crate::asserts::prove(pl, &full),
+                (None, _) => crate::asserts::unprovable(pl, env),
+            }
+        }
+    };
+    diags.extend(found);
+    sort_and_dedup(&mut diags);
+    if diags.iter().any(Diagnostic::is_error) {
+        return (None, diags);
+    }
+    (plan, diags)
+}
+
+fn lower_plan(
     ws: &Workspace,
     module: usize,
     pl: &Pipeline,
@@ -531,7 +564,7 @@ impl<'a> Lowerer<'a> {
                     "not allowed here",
                 )
                 .with_help(
-                    "a pipeline holds `param`, `env`, `stage` and `on failure|success|always`",
+                    "a pipeline holds `param`, `env`, `stage`, `assert` and `on failure|success|always`",
                 ),
             );
         }

@@ -6,9 +6,9 @@ use pest::iterators::{Pair, Pairs};
 use pest::Parser as _;
 
 use crate::ast::{
-    Attr, BinOp, Block, Body, Chaos, EnvDecl, Expr, ExprKind, ForLoop, Gate, Handler, HandlerKind,
-    Ident, Import, Item, Module, Name, Param, Path, Pipeline, Stage, StageEntry, Step, StrPart,
-    Template, TypeExpr, UnOp,
+    Assert, Attr, BinOp, Block, Body, Chaos, EnvDecl, Expr, ExprKind, ForLoop, Gate, Handler,
+    HandlerKind, Ident, Import, Item, Module, Name, Param, Path, Pipeline, Stage, StageEntry, Step,
+    StrPart, Template, TypeExpr, UnOp,
 };
 use crate::diagnostic::Diagnostic;
 use crate::span::{FileId, Span};
@@ -235,6 +235,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::stage => "`stage`",
         Rule::handler => "`on`",
         Rule::handler_kind => "`failure`, `success` or `always`",
+        Rule::assert_decl => "`assert`",
         Rule::step => "`step`",
         Rule::gate => "`gate`",
         Rule::chaos => "`chaos`",
@@ -287,6 +288,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::kw_chaos => "`chaos`",
         Rule::kw_for => "`for`",
         Rule::kw_in => "`in`",
+        Rule::kw_assert => "`assert`",
         _ => return None,
     })
 }
@@ -491,6 +493,7 @@ impl Builder<'_> {
             envs: vec![],
             stages: vec![],
             handlers: vec![],
+            asserts: vec![],
             attrs: vec![],
             blocks: vec![],
             span,
@@ -533,6 +536,13 @@ impl Builder<'_> {
                         entries,
                         span,
                     });
+                }
+                Rule::assert_decl => {
+                    let span = self.span(&e);
+                    let mut i = e.into_inner().filter(|p| !is_keyword(p.as_rule()));
+                    let name = self.ident(&i.next().expect("assert name"));
+                    let body = self.body(i.next().expect("assert body"));
+                    pl.asserts.push(Assert { name, body, span });
                 }
                 Rule::attr => pl.attrs.push(self.attr(e)),
                 Rule::block => pl.blocks.push(self.block(e)),
@@ -1065,6 +1075,7 @@ fn is_keyword(rule: Rule) -> bool {
             | Rule::kw_chaos
             | Rule::kw_for
             | Rule::kw_in
+            | Rule::kw_assert
     )
 }
 

@@ -327,7 +327,7 @@ analysis!(
         3,
         "on",
         "unknown block `on` in a pipeline",
-        Some("a pipeline holds `param`, `env`, `stage` and `on failure|success|always`")
+        Some("a pipeline holds `param`, `env`, `stage`, `assert` and `on failure|success|always`")
     ),]
 );
 

@@ -149,6 +149,11 @@ impl Flattener<'_> {
                         self.entry(e);
                     }
                 }
+                for a in &p.asserts {
+                    self.row(a.span, format!("assert {}", a.name.name));
+                    self.row(a.name.span, "name".into());
+                    self.body(&a.body);
+                }
                 for h in &p.handlers {
                     self.row(h.span, format!("on {}", h.kind.as_str()));
                     self.row(h.kind_span, "kind".into());

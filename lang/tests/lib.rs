@@ -4,6 +4,7 @@
 mod common;
 
 mod analysis;
+mod asserts;
 mod critical;
 mod limits;
 mod parser;

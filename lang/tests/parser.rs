@@ -859,7 +859,7 @@ error! {
     line: 1,
     column: 24,
     width: 1,
-    message: "expected `.` or `[`, an operator, a name, `param`, `env`, `stage` or `on`, found `<`",
+    message: "expected `.` or `[`, an operator, a name, `param`, `env`, `stage`, `on` or `assert`, found `<`",
 }
 
 error! {

@@ -310,6 +310,43 @@ impl Indexer<'_> {
         for a in &pl.attrs {
             self.attr(a, None);
         }
+        for a in &pl.asserts {
+            self.assert_selectors(a);
+        }
+    }
+
+    /// An assert's `from`, `to` and `through` name steps (`approve`,
+    /// `"release-api"`) and stages (`stage.production`); a glob names no one step.
+    fn assert_selectors(&mut self, a: &pipe_lang::ast::Assert) {
+        let steps = pipeline_steps(self.pl);
+        for attr in &a.body.attrs {
+            if !["from", "to", "through"].contains(&attr.key.name.as_str()) {
+                continue;
+            }
+            let items: Vec<&Expr> = match &attr.value.kind {
+                ExprKind::List(items) => items.iter().collect(),
+                _ => vec![&attr.value],
+            };
+            for it in items {
+                match &it.kind {
+                    ExprKind::Ident(n) if steps.contains(n) => {
+                        self.push(it.span, Kind::Step, n, false);
+                    }
+                    ExprKind::Field(base, f)
+                        if matches!(&base.kind, ExprKind::Ident(b) if b == "stage")
+                            && self.pl.stages.iter().any(|s| s.name.name == f.name) =>
+                    {
+                        self.push(f.span, Kind::Stage, &f.name, false);
+                    }
+                    _ => {
+                        if let Some(n) = literal_str(it).filter(|n| steps.iter().any(|s| s == n)) {
+                            let span = inner_span(self.text, it.span);
+                            self.push(span, Kind::Step, n, false);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn name_def(&mut self, n: &Name) {

@@ -1,5 +1,5 @@
-//! The outline of a document: pipelines holding their params, envs, stages
-//! and handlers, stages holding their steps; templates at the top.
+//! The outline of a document: pipelines holding their params, envs, stages,
+//! handlers and asserts, stages holding their steps; templates at the top.
 
 use pipe_lang::ast::{Item, StageEntry};
 use pipe_lang::Span;
@@ -138,6 +138,17 @@ pub fn document_symbols(a: &Analysis) -> Vec<DocumentSymbol> {
                         h.span,
                         h.kind_span,
                         steps,
+                    ));
+                }
+                for a in &pl.asserts {
+                    children.push(symbol(
+                        &idx,
+                        a.name.name.clone(),
+                        Some("assert".into()),
+                        SymbolKind::BOOLEAN,
+                        a.span,
+                        a.name.span,
+                        Vec::new(),
                     ));
                 }
                 children.sort_by_key(|c| (c.range.start.line, c.range.start.character));

@@ -16,6 +16,7 @@
   "step"
   "gate"
   "chaos"
+  "assert"
 ] @keyword
 
 [
@@ -40,6 +41,7 @@
 (step name: (identifier) @label)
 (gate name: (identifier) @label)
 (chaos name: (identifier) @label)
+(assert name: (identifier) @label)
 (param name: (identifier) @variable.parameter)
 (template_parameter name: (identifier) @variable.parameter)
 (for_loop variable: (identifier) @variable)

@@ -19,7 +19,7 @@ syn match pipeDocComment '##.*$' contains=pipeTodo,@Spell
 " Declarations: a keyword followed by the name it declares.
 syn match pipeInclude ;\<import\>\ze\s*["'];
 syn match pipeInclude ;\%(\<import\s\+\%("\%([^"\\]\|\\.\)*"\|'[^']*'\)\s\+\)\@<=as\>;
-syn match pipeStructure '\<\%(pipeline\|template\|stage\|env\|chaos\)\>\ze\s\+\h'
+syn match pipeStructure '\<\%(pipeline\|template\|stage\|env\|chaos\|assert\)\>\ze\s\+\h'
 syn match pipeStructure ;\<\%(step\|gate\|chaos\)\>\ze\s\+["'];
 syn match pipeStructure '\<\%(step\|gate\)\>\ze\s\+\h'
 syn match pipeStatement '\<param\>\ze\s\+\h'
@@ -38,7 +38,7 @@ syn match pipeType '\%([:<]\s*\)\@<=\<\%(string\|int\|float\|bool\|duration\|com
 
 " Names being declared (after the keys and calls, so these win).
 syn match pipeTemplateName '\%(\<template\s\+\)\@<=\h\w*'
-syn match pipeDeclName '\%(\<\%(pipeline\|stage\|env\|step\|gate\|chaos\)\s\+\)\@<=\h\w*\ze\s*[{=]'
+syn match pipeDeclName '\%(\<\%(pipeline\|stage\|env\|step\|gate\|chaos\|assert\)\s\+\)\@<=\h\w*\ze\s*[{=]'
 
 " Literals.
 syn keyword pipeBoolean true false

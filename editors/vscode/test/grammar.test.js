@@ -93,6 +93,9 @@ test('keywords that start declarations', () => {
   expectScope(release, 'for svc in', 'keyword.control.loop.for.pipe');
   expectScope(release, 'for svc in', 'variable.other.loop.pipe', { offset: 4 });
   expectScope(release, 'for svc in', 'keyword.control.loop.in.pipe', { offset: 8 });
+  expectScope(release, 'assert production_is_gated', 'keyword.other.assert.pipe');
+  expectScope(release, 'assert production_is_gated', 'entity.name.section.assert.pipe', { offset: 7 });
+  expectScope(release, 'through = [', 'variable.other.property.pipe');
   expectScope(release, 'on failure', 'keyword.control.on.pipe');
   expectScope(release, 'on failure', 'constant.language.handler.pipe', { offset: 3 });
   expectScope(deploy, 'template container', 'keyword.other.template.pipe');

@@ -17,6 +17,7 @@
   "step"
   "gate"
   "chaos"
+  "assert"
 ] @keyword
 
 [
@@ -41,6 +42,7 @@
 (step name: (identifier) @label)
 (gate name: (identifier) @label)
 (chaos name: (identifier) @label)
+(assert name: (identifier) @label)
 (param name: (identifier) @variable.parameter)
 (template_parameter name: (identifier) @variable.parameter)
 (for_loop variable: (identifier) @variable)
