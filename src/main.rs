@@ -149,7 +149,40 @@ enum Command {
         git_ref: Option<String>,
     },
     /// Remove containers and networks left in the Docker Engine by runs that crashed.
-    Gc,
+    Gc {
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+    },
+    /// List the deployment ledger, newest first.
+    Deployments {
+        /// Only this environment.
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// Only this service.
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: commands::deployments::Format,
+        #[command(flatten)]
+        state: commands::run::StateArgs,
+    },
+    /// Redeploy an earlier version from the deployment ledger.
+    Rollback {
+        /// The environment to roll back.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+        /// Only this service (default: every service deployed to ENV).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        /// This version (default: the one before the active one).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// The database down-step command (default: the one recorded at deploy time).
+        #[arg(long, value_name = "COMMAND")]
+        migrate_down: Option<String>,
+        #[command(flatten)]
+        exec: commands::run::ExecArgs,
+    },
     /// List recorded runs, newest first.
     Runs {
         #[command(flatten)]
@@ -278,7 +311,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             pipe_runtime::gate::Decision::Reject,
         )?),
         Command::Gates { state, format } => print(&commands::gates::run(&project, &state, format)?),
-        Command::Gc => print(&commands::gc::run()?),
+        Command::Gc { state } => print(&commands::gc::run(&project, &state)?),
+        Command::Deployments {
+            env,
+            service,
+            output,
+            state,
+        } => print(&commands::deployments::run(
+            &project,
+            &state,
+            env.as_deref(),
+            service.as_deref(),
+            output,
+        )?),
+        Command::Rollback {
+            env,
+            service,
+            to,
+            migrate_down,
+            exec,
+        } => commands::rollback::run(
+            &project,
+            &commands::rollback::Target {
+                env: &env,
+                service: service.as_deref(),
+                to: to.as_deref(),
+                migrate_down: migrate_down.as_deref(),
+            },
+            git::context(&project.root, None),
+            &exec,
+        ),
         Command::Runs { state, limit } => print(&commands::runs::run(&project, &state, limit)?),
         Command::Status { run, state, format } => print(&commands::status::run(
             &project,

@@ -609,13 +609,13 @@ fn handlers_see_run_status_and_logs_are_kept() {
 #[test]
 fn unknown_executor_fails_with_its_location() {
     let p = Proj::new(
-        "import \"std/deploy\"\npipeline p {\n  stage s {\n    step d = deploy.container { image = \"x\"  service = \"s\"  version = \"1\" }\n  }\n}\n",
+        "template nothing(x: string) {\n  uses = \"no.such.executor\"\n}\n\npipeline p {\n  stage s {\n    step d = nothing { x = \"1\" }\n  }\n}\n",
     );
     let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(20));
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout
-            .contains("pipelines/p.pipe:4:5: no executor for `deploy.container` yet"),
+            .contains("pipelines/p.pipe:7:5: no executor for `no.such.executor` yet"),
         "{}",
         r.stdout
     );

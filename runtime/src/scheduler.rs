@@ -898,6 +898,9 @@ impl<'a> Scheduler<'a> {
         env_vars.push(("PIPE_RUN_ID".into(), self.run_id.to_string()));
         env_vars.push(("PIPE_STEP".into(), step.id.clone()));
         env_vars.push(("PIPE_ATTEMPT".into(), attempt.to_string()));
+        if let Some(e) = &step.environment {
+            env_vars.push(("PIPE_ENV".into(), e.clone()));
+        }
         let log_path = self.store.log_path(self.run_id, &step.id, attempt);
         let output_path = log_path.with_extension("outputs");
         Ok(Prepared::Job(

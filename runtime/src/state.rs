@@ -120,6 +120,26 @@ CREATE TABLE IF NOT EXISTS cache (
   outputs TEXT NOT NULL,
   created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deployments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  environment TEXT NOT NULL,
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  image TEXT NOT NULL,
+  image_digest TEXT,
+  migration_version TEXT,
+  run_id INTEGER,
+  step_id TEXT,
+  container_id TEXT,
+  strategy TEXT NOT NULL,
+  spec TEXT NOT NULL DEFAULT '{}',
+  approved_by TEXT,
+  status TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  finished_ms INTEGER,
+  note TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_by_service ON deployments (environment, service, id);
 ";
 
 impl Store {
@@ -199,6 +219,12 @@ impl Store {
             path: self.path.clone(),
             detail: e.to_string(),
         }
+    }
+
+    /// The connection, for the tables kept by other modules (the deployment
+    /// ledger in `crate::deploy::ledger`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     pub fn dir(&self) -> &Path {

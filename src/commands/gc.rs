@@ -1,19 +1,32 @@
 //! `pipe gc`: removes the containers and networks that crashed runs left in
 //! the Docker Engine (a `pipe` killed with SIGKILL cannot clean up after
 //! itself). Only leftovers whose owning `pipe` process is gone are touched;
-//! live runs and `docker.run` containers stay. `pipe resume` runs the same
-//! cleanup for the run it resumes. See docs/docker.md.
+//! live runs and `docker.run` containers stay, and so do deployments that
+//! took traffic; deployments left `deploying` in the ledger are settled
+//! against the Engine. `pipe resume` runs the same cleanup for the run it
+//! resumes. See docs/docker.md and docs/deploy.md.
 
 use pipe_runtime::docker::gc;
 
+use super::run::StateArgs;
 use crate::exit::{Failure, RUN_FAILED};
+use crate::project::Project;
 
-pub fn run() -> Result<String, Failure> {
+pub fn run(project: &Project, state: &StateArgs) -> Result<String, Failure> {
     let report = gc::collect_blocking(None).map_err(|e| Failure {
         code: RUN_FAILED,
         message: Some(e),
     })?;
     let mut out = String::new();
+    // Deployments a crashed pipe left `deploying` in this project's ledger.
+    match pipe_runtime::deploy::engine::reconcile_blocking(&state.dir(project)) {
+        Ok(lines) => {
+            for l in lines {
+                out.push_str(&format!("ledger: {l}\n"));
+            }
+        }
+        Err(e) => out.push_str(&format!("ledger not reconciled: {e}\n")),
+    }
     for c in &report.containers {
         out.push_str(&format!("removed container {c}\n"));
     }

@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod deployments;
 pub mod env;
 pub mod fmt;
 pub mod gates;
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod list;
 pub mod logs;
 pub mod resume;
+pub mod rollback;
 pub mod run;
 pub mod runs;
 pub mod status;

@@ -1,7 +1,8 @@
 //! Removing what crashed runs left in the Engine: containers and networks
 //! labelled by pipe whose owning `pipe` process is gone. A live run's
 //! containers are never touched (its owner label names a running process), nor
-//! are `docker.run` containers, which are meant to outlive their step. Used by
+//! are `docker.run` containers, which are meant to outlive their step, nor
+//! deployments that took traffic (see `crate::deploy::keep_in_gc`). Used by
 //! `pipe gc` and by `pipe resume`.
 
 use std::collections::HashMap;
@@ -65,6 +66,14 @@ pub async fn collect(docker: &Docker, only_run: Option<&str>) -> Result<Report, 
             continue;
         }
         let Some(id) = c.id else { continue };
+        // A deployment outlives its run unless it never took traffic.
+        if labels.get(LABEL_KIND).map(String::as_str) == Some(crate::deploy::KIND) {
+            let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            if crate::deploy::keep_in_gc(docker, &labels, &id, running).await {
+                report.kept += 1;
+                continue;
+            }
+        }
         let name = c.names.and_then(|n| n.into_iter().next()).map_or_else(
             || id[..12.min(id.len())].to_string(),
             |n| n.trim_start_matches('/').to_string(),

@@ -153,6 +153,7 @@ impl Registry {
         r.register("policy", Arc::new(crate::gate::policy::Policy));
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
+        crate::deploy::register(&mut r);
         r
     }
 
