@@ -5,6 +5,7 @@ mod common;
 
 mod audit_service;
 mod check;
+mod deploy;
 mod docker;
 mod env;
 mod examples;

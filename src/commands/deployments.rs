@@ -34,14 +34,26 @@ pub fn run(
     }
     let mut out = format!(
         "{:>4}  {:10}  {:20}  {:12}  {:11}  {:19}  {:9}  {:>5}  {:12}  {}\n",
-        "id", "env", "service", "version", "status", "image", "migration", "run", "approved by", "time"
+        "id",
+        "env",
+        "service",
+        "version",
+        "status",
+        "image",
+        "migration",
+        "run",
+        "approved by",
+        "time"
     );
     for r in rows {
         let digest = r
             .image_digest
             .as_deref()
             .map(|d| d.trim_start_matches("sha256:"))
-            .map_or_else(|| "-".to_string(), |d| format!("sha256:{}", &d[..12.min(d.len())]));
+            .map_or_else(
+                || "-".to_string(),
+                |d| format!("sha256:{}", &d[..12.min(d.len())]),
+            );
         out.push_str(&format!(
             "{:>4}  {:10}  {:20}  {:12}  {:11}  {:19}  {:9}  {:>5}  {:12}  {}\n",
             r.id,

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HealthStatusEnum,
-    HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HealthStatusEnum, HostConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
     InspectContainerOptions, InspectNetworkOptions, ListContainersOptions, StopContainerOptions,
@@ -44,7 +44,10 @@ impl Cx<'_> {
         &self,
         f: impl FnOnce(&Store) -> Result<T, crate::state::StateError>,
     ) -> Result<T, String> {
-        let store = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = self
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&store).map_err(|e| format!("deployment ledger: {e}"))
     }
 
@@ -119,13 +122,19 @@ fn port_input(job: &Job, key: &str) -> Result<Option<u16>, String> {
             .filter(|p| *p > 0)
             .map(Some)
             .ok_or_else(|| format!("`{key} = \"{s}\"` is not a port (1-65535)")),
-        Some(v) => Err(format!("`{key}` must be a port number, found {}", v.type_name())),
+        Some(v) => Err(format!(
+            "`{key}` must be a port number, found {}",
+            v.type_name()
+        )),
     }
 }
 
+/// A spec, the version, and the secret values (`(name, value)`).
+type Inputs = (Spec, String, Vec<(String, String)>);
+
 /// Reads the inputs of a `deploy.container` step. Returns the spec and the
 /// secret values (`(name, value)`), which stay out of the spec.
-fn spec_from_inputs(cx: &Cx<'_>) -> Result<(Spec, String, Vec<(String, String)>), String> {
+fn spec_from_inputs(cx: &Cx<'_>) -> Result<Inputs, String> {
     let job = cx.job;
     let need = |k: &str| {
         input_str(&job.inputs, k)
@@ -205,16 +214,7 @@ pub async fn deploy_step(job: Job, io: Io) -> Outcome {
     };
     let migration = input_str(&job.inputs, "migration_version").filter(|s| !s.is_empty());
     let t0 = Instant::now();
-    let r = deploy(
-        &cx,
-        spec,
-        &version,
-        migration,
-        &secrets,
-        "superseded",
-        None,
-    )
-    .await;
+    let r = deploy(&cx, spec, &version, migration, &secrets, "superseded", None).await;
     sink.flush();
     match r {
         Ok(mut outputs) => {
@@ -232,7 +232,14 @@ pub async fn deploy_step(job: Job, io: Io) -> Outcome {
 }
 
 /// Labels of a deployment container.
-fn labels(cx: &Cx<'_>, spec: &Spec, version: &str, colour: &str, role: &str, row: i64) -> HashMap<String, String> {
+fn labels(
+    cx: &Cx<'_>,
+    spec: &Spec,
+    version: &str,
+    colour: &str,
+    role: &str,
+    row: i64,
+) -> HashMap<String, String> {
     let mut l = docker::labels(cx.job, KIND);
     l.insert(LABEL_SERVICE.into(), spec.service.clone());
     l.insert(LABEL_ENV.into(), spec.environment.clone());
@@ -301,20 +308,21 @@ pub async fn active_container(
         .find(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("proxy"))
     {
         let t = proxy::target(docker, &p.id).await?;
-        return Ok(t.and_then(|t| all.iter().find(|c| c.id == t || c.id.starts_with(&t)).map(|c| c.id.clone())));
+        return Ok(t.and_then(|t| {
+            all.iter()
+                .find(|c| c.id == t || c.id.starts_with(&t))
+                .map(|c| c.id.clone())
+        }));
     }
     Ok(all
         .into_iter()
-        .find(|c| {
-            c.running && c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app")
-        })
+        .find(|c| c.running && c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"))
         .map(|c| c.id))
 }
 
 async fn ensure_network(cx: &Cx<'_>, net: &str) -> Result<(), String> {
     let d = &cx.docker;
-    if d
-        .inspect_network(net, None::<InspectNetworkOptions>)
+    if d.inspect_network(net, None::<InspectNetworkOptions>)
         .await
         .is_ok()
     {
@@ -333,7 +341,10 @@ async fn ensure_network(cx: &Cx<'_>, net: &str) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            if d.inspect_network(net, None::<InspectNetworkOptions>).await.is_ok() {
+            if d.inspect_network(net, None::<InspectNetworkOptions>)
+                .await
+                .is_ok()
+            {
                 Ok(())
             } else {
                 Err(format!("cannot create network `{net}`: {}", describe(&e)))
@@ -389,11 +400,17 @@ async fn start_container(
     }
     if let Err(e) = cx
         .docker
-        .start_container(&id, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
     {
         remove_bounded(&cx.docker, &id).await;
-        return Err(format!("container `{name}` did not start: {}", describe(&e)));
+        return Err(format!(
+            "container `{name}` did not start: {}",
+            describe(&e)
+        ));
     }
     Ok(id)
 }
@@ -452,7 +469,13 @@ async fn get(url: &str) -> Result<u16, String> {
 /// Waits until a new container is healthy: its image's HEALTHCHECK status
 /// when it has one, else `GET health` on its published port answering
 /// 2xx/3xx, else running.
-async fn wait_healthy(cx: &Cx<'_>, name: &str, id: &str, host: &str, spec: &Spec) -> Result<(), String> {
+async fn wait_healthy(
+    cx: &Cx<'_>,
+    name: &str,
+    id: &str,
+    host: &str,
+    spec: &Spec,
+) -> Result<(), String> {
     let within = Duration::from_millis(spec.ready_within_ms);
     let t0 = Instant::now();
     let url = spec
@@ -462,7 +485,9 @@ async fn wait_healthy(cx: &Cx<'_>, name: &str, id: &str, host: &str, spec: &Spec
     let mut last;
     loop {
         if cx.stopped() {
-            return Err(format!("cancelled while waiting for `{name}` to be healthy"));
+            return Err(format!(
+                "cancelled while waiting for `{name}` to be healthy"
+            ));
         }
         let info = cx
             .docker
@@ -531,13 +556,22 @@ async fn retire(cx: &Cx<'_>, id: &str) {
 
 /// Settles rows left `deploying` by a `pipe` that died: `active` when the
 /// Engine serves their container, else `failed`.
-async fn reconcile_service(docker: &Docker, store: &Mutex<Store>, env: &str, service: &str) -> Result<Vec<String>, String> {
+async fn reconcile_service(
+    docker: &Docker,
+    store: &Mutex<Store>,
+    env: &str,
+    service: &str,
+) -> Result<Vec<String>, String> {
     let with = |f: &dyn Fn(&Store) -> Result<(), crate::state::StateError>| {
-        let s = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&s).map_err(|e| e.to_string())
     };
     let rows = {
-        let s = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         ledger::in_flight(&s, env, service).map_err(|e| e.to_string())?
     };
     let mut done = Vec::new();
@@ -553,10 +587,22 @@ async fn reconcile_service(docker: &Docker, store: &Mutex<Store>, env: &str, ser
         };
         if serves {
             with(&|s| ledger::activate(s, r.id, "superseded"))?;
-            done.push(format!("deployment #{} of {service} {} in {env}: active (pipe stopped after the switch)", r.id, r.version));
+            done.push(format!(
+                "deployment #{} of {service} {} in {env}: active (pipe stopped after the switch)",
+                r.id, r.version
+            ));
         } else {
-            with(&|s| ledger::fail(s, r.id, "interrupted: pipe stopped before the traffic switch"))?;
-            done.push(format!("deployment #{} of {service} {} in {env}: failed (interrupted before the switch)", r.id, r.version));
+            with(&|s| {
+                ledger::fail(
+                    s,
+                    r.id,
+                    "interrupted: pipe stopped before the traffic switch",
+                )
+            })?;
+            done.push(format!(
+                "deployment #{} of {service} {} in {env}: failed (interrupted before the switch)",
+                r.id, r.version
+            ));
         }
     }
     Ok(done)
@@ -598,7 +644,6 @@ pub fn reconcile_blocking(state_dir: &std::path::Path) -> Result<Vec<String>, St
 
 /// Deploys `spec` as `version`; the row it replaces becomes `replaced_as`.
 /// Returns the step outputs.
-#[expect(clippy::too_many_lines, reason = "one procedure, in order")]
 async fn deploy(
     cx: &Cx<'_>,
     mut spec: Spec,
@@ -622,16 +667,31 @@ async fn deploy(
     spec.repo_digest = img.repo_digests.as_ref().and_then(|r| r.first().cloned());
     // A resumed run whose deployment of this very image already took traffic.
     if let Some(a) = cx.ledger(|s| ledger::active(s, &env, &svc))? {
-        if a.run_id.is_some() && a.run_id == cx.run_id && a.image_digest == digest && a.version == version {
-            if let (Some(c), Some(now)) = (&a.container_id, active_container(d, &env, &svc).await?) {
+        if a.run_id.is_some()
+            && a.run_id == cx.run_id
+            && a.image_digest == digest
+            && a.version == version
+        {
+            if let (Some(c), Some(now)) = (&a.container_id, active_container(d, &env, &svc).await?)
+            {
                 if *c == now {
                     cx.log(&format!("{svc} {version} is already active in {env} (deployment #{}): nothing to do", a.id));
-                    return outputs_for(cx, &spec, version, &a.id.to_string(), c, a.image_digest.as_deref()).await;
+                    return outputs_for(
+                        cx,
+                        &spec,
+                        version,
+                        &a.id.to_string(),
+                        c,
+                        a.image_digest.as_deref(),
+                    )
+                    .await;
                 }
             }
         }
     }
-    let approved_by = cx.run_id.and_then(|r| cx.ledger(|s| Ok(ledger::approver(s, r))).ok().flatten());
+    let approved_by = cx
+        .run_id
+        .and_then(|r| cx.ledger(|s| Ok(ledger::approver(s, r))).ok().flatten());
     let row = cx.ledger(|s| {
         ledger::insert(
             s,
@@ -684,16 +744,25 @@ async fn outputs_for(
         .ok()
         .and_then(|i| i.network_settings)
         .and_then(|n| n.ports)
-        .and_then(|p| p.get(&format!("{}/tcp", spec.container_port)).cloned().flatten())
+        .and_then(|p| {
+            p.get(&format!("{}/tcp", spec.container_port))
+                .cloned()
+                .flatten()
+        })
         .and_then(|b| b.into_iter().find_map(|b| b.host_port));
     let mut o = IndexMap::new();
     o.insert("container_id".into(), container.to_string());
     o.insert(
         "url".into(),
-        stable.map(|p| format!("http://127.0.0.1:{p}")).unwrap_or_default(),
+        stable
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .unwrap_or_default(),
     );
     o.insert("version".into(), version.to_string());
-    o.insert("image_digest".into(), digest.unwrap_or_default().to_string());
+    o.insert(
+        "image_digest".into(),
+        digest.unwrap_or_default().to_string(),
+    );
     o.insert("deployment".into(), row.to_string());
     o.insert("environment".into(), spec.environment.clone());
     Ok(o)
@@ -719,11 +788,26 @@ async fn recreate(
 ) -> Result<String, String> {
     ensure_network(cx, &spec.network).await?;
     for old in containers(&cx.docker, &spec.environment, &spec.service).await? {
-        cx.log(&format!("stopping {} ({})", old.name, old.labels.get(LABEL_VERSION).map_or("?", String::as_str)));
+        cx.log(&format!(
+            "stopping {} ({})",
+            old.name,
+            old.labels.get(LABEL_VERSION).map_or("?", String::as_str)
+        ));
         retire(cx, &old.id).await;
     }
     let labels = labels(cx, spec, version, "none", "app", row);
-    let id = start_container(cx, &spec.service, &spec.image, None, env_list(spec, secrets), spec, spec.port, labels, None).await?;
+    let id = start_container(
+        cx,
+        &spec.service,
+        &spec.image,
+        None,
+        env_list(spec, secrets),
+        spec,
+        spec.port,
+        labels,
+        None,
+    )
+    .await?;
     cx.ledger(|s| ledger::set_container(s, row, &id))?;
     let (host, _) = addresses(cx, &id, spec).await?;
     if let Err(e) = wait_healthy(cx, &spec.service, &id, &host, spec).await {
@@ -731,7 +815,10 @@ async fn recreate(
         return Err(format!("{e}; the new container was removed (recreate keeps no old version: roll back with `pipe rollback`)"));
     }
     cx.ledger(|s| ledger::activate(s, row, replaced_as))?;
-    cx.log(&format!("{} {version} is live at http://{host}", spec.service));
+    cx.log(&format!(
+        "{} {version} is live at http://{host}",
+        spec.service
+    ));
     Ok(id)
 }
 
@@ -751,8 +838,15 @@ async fn blue_green(
     let proxy_image = proxy::ensure_image(d).await?;
     let all = containers(d, &spec.environment, &spec.service).await?;
     let active = active_container(d, &spec.environment, &spec.service).await?;
-    let old = active.as_ref().and_then(|a| all.iter().find(|c| &c.id == a)).cloned();
-    let colour = match old.as_ref().and_then(|o| o.labels.get(LABEL_COLOUR)).map(String::as_str) {
+    let old = active
+        .as_ref()
+        .and_then(|a| all.iter().find(|c| &c.id == a))
+        .cloned();
+    let colour = match old
+        .as_ref()
+        .and_then(|o| o.labels.get(LABEL_COLOUR))
+        .map(String::as_str)
+    {
         Some("blue") => "green",
         _ => "blue",
     };
@@ -766,7 +860,18 @@ async fn blue_green(
     }
     let name = docker::sanitize(&format!("{}-{colour}", spec.service));
     let labels = labels(cx, spec, version, colour, "app", row);
-    let id = start_container(cx, &name, &spec.image, None, env_list(spec, secrets), spec, None, labels, None).await?;
+    let id = start_container(
+        cx,
+        &name,
+        &spec.image,
+        None,
+        env_list(spec, secrets),
+        spec,
+        None,
+        labels,
+        None,
+    )
+    .await?;
     // Removed if anything fails before the switch, even when this future is dropped.
     let guard = crate::executor::container::Removal {
         docker: d.clone(),
@@ -774,11 +879,17 @@ async fn blue_green(
     };
     cx.ledger(|s| ledger::set_container(s, row, &id))?;
     let (host, upstream) = addresses(cx, &id, spec).await?;
-    cx.log(&format!("started {name} ({version}); waiting until it is healthy"));
+    cx.log(&format!(
+        "started {name} ({version}); waiting until it is healthy"
+    ));
     if let Err(e) = wait_healthy(cx, &name, &id, &host, spec).await {
         guard.remove().await;
         let still = old.as_ref().map_or(String::new(), |o| {
-            format!("; {} ({}) still takes the traffic", o.name, o.labels.get(LABEL_VERSION).map_or("?", String::as_str))
+            format!(
+                "; {} ({}) still takes the traffic",
+                o.name,
+                o.labels.get(LABEL_VERSION).map_or("?", String::as_str)
+            )
         });
         return Err(format!("{e}; the new container was removed{still}"));
     }
@@ -795,7 +906,10 @@ async fn blue_green(
                     retire(cx, &o.id).await;
                 }
             }
-            if let Ok(stale) = d.inspect_container(&spec.service, None::<InspectContainerOptions>).await {
+            if let Ok(stale) = d
+                .inspect_container(&spec.service, None::<InspectContainerOptions>)
+                .await
+            {
                 if let Some(sid) = stale.id {
                     remove_bounded(d, &sid).await;
                 }
@@ -806,15 +920,31 @@ async fn blue_green(
                 format!("0.0.0.0:{}", spec.container_port),
                 format!("{}/upstream", proxy::DIR),
             ];
-            start_container(cx, &spec.service, &proxy_image, Some(cmd), vec![], spec, spec.port, plabels, Some((&upstream, &id))).await?;
+            start_container(
+                cx,
+                &spec.service,
+                &proxy_image,
+                Some(cmd),
+                vec![],
+                spec,
+                spec.port,
+                plabels,
+                Some((&upstream, &id)),
+            )
+            .await?;
             cx.log(&format!("started the traffic proxy {}", spec.service));
         }
     }
     // From here the new colour takes the traffic: it is kept.
     std::mem::forget(guard);
     cx.ledger(|s| ledger::activate(s, row, replaced_as))?;
-    let stable = addresses(cx, &spec.service, spec).await.map(|a| a.0).unwrap_or_default();
-    cx.log(&format!("switched traffic on http://{stable} to {name} ({version})"));
+    let stable = addresses(cx, &spec.service, spec)
+        .await
+        .map(|a| a.0)
+        .unwrap_or_default();
+    cx.log(&format!(
+        "switched traffic on http://{stable} to {name} ({version})"
+    ));
     if let Some(o) = old {
         if o.name != spec.service {
             tokio::time::sleep(Duration::from_millis(spec.drain_ms)).await;
@@ -845,7 +975,7 @@ pub async fn rollback_step(job: Job, io: Io) -> Outcome {
         Err(e) => return Outcome::error(e),
     };
     let t0 = Instant::now();
-    let r = rollback(&cx).await;
+    let r = Box::pin(rollback(&cx)).await;
     sink.flush();
     match r {
         Ok(mut o) => {
@@ -854,7 +984,9 @@ pub async fn rollback_step(job: Job, io: Io) -> Outcome {
             o.insert("seconds".into(), format!("{secs:.1}"));
             docker::outcome(Ending::Succeeded, Some(0), o, None)
         }
-        Err(e) if cx.stopped() => docker::outcome(Ending::Cancelled, None, IndexMap::new(), Some(e)),
+        Err(e) if cx.stopped() => {
+            docker::outcome(Ending::Cancelled, None, IndexMap::new(), Some(e))
+        }
         Err(e) => fail(e),
     }
 }
@@ -884,7 +1016,10 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
             None => format!("`{svc}` has no earlier version in `{env}` to roll back to (see `pipe deployments --env {env} --service {svc}`)"),
         })?;
         if target.id == current.id {
-            cx.log(&format!("{svc} already runs {} in {env}: nothing to roll back", target.version));
+            cx.log(&format!(
+                "{svc} already runs {} in {env}: nothing to roll back",
+                target.version
+            ));
             versions.push(target.version.clone());
             froms.push(current.version.clone());
             continue;
@@ -942,7 +1077,10 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
             target.migration_version.clone(),
             &secrets,
             "rolled_back",
-            Some(format!("rollback from {} (deployment #{})", current.version, current.id)),
+            Some(format!(
+                "rollback from {} (deployment #{})",
+                current.version, current.id
+            )),
         )
         .await?;
         versions.push(target.version.clone());
@@ -967,7 +1105,9 @@ async fn migrate_down(
 ) -> Result<(), String> {
     let from = current.migration_version.clone().unwrap_or_default();
     let to = target.migration_version.clone().unwrap_or_default();
-    cx.log(&format!("migrating {svc}'s database down: {from} -> {to}: {cmd}"));
+    cx.log(&format!(
+        "migrating {svc}'s database down: {from} -> {to}: {cmd}"
+    ));
     let mut c = tokio::process::Command::new(cx.job.shell.clone().unwrap_or_else(|| "sh".into()));
     c.arg("-c")
         .arg(cmd)

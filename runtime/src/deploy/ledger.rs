@@ -184,7 +184,11 @@ pub fn get(store: &Store, id: i64) -> Result<Option<Entry>, StateError> {
 }
 
 /// The active row of a service in an environment.
-pub fn active(store: &Store, environment: &str, service: &str) -> Result<Option<Entry>, StateError> {
+pub fn active(
+    store: &Store,
+    environment: &str,
+    service: &str,
+) -> Result<Option<Entry>, StateError> {
     store
         .conn()
         .query_row(
@@ -236,7 +240,11 @@ pub fn rollback_target(
 }
 
 /// Rows still `deploying` (their pipe may have died), of one service.
-pub fn in_flight(store: &Store, environment: &str, service: &str) -> Result<Vec<Entry>, StateError> {
+pub fn in_flight(
+    store: &Store,
+    environment: &str,
+    service: &str,
+) -> Result<Vec<Entry>, StateError> {
     Ok(list(store, Some(environment), Some(service))?
         .into_iter()
         .filter(|e| e.status == "deploying")
@@ -325,18 +333,27 @@ mod tests {
         assert_eq!(active(&store, "prod", "api").unwrap().unwrap().version, "2");
         assert_eq!(get(&store, a).unwrap().unwrap().status, "superseded");
         assert_eq!(get(&store, c).unwrap().unwrap().status, "failed");
-        let t = rollback_target(&store, "prod", "api", None).unwrap().unwrap();
+        let t = rollback_target(&store, "prod", "api", None)
+            .unwrap()
+            .unwrap();
         assert_eq!(t.id, a);
         // The rollback itself: a new row for version 1 replaces 2 as rolled back.
         let r = insert(&store, &entry("1")).unwrap();
         activate(&store, r, "rolled_back").unwrap();
         assert_eq!(get(&store, b).unwrap().unwrap().status, "rolled_back");
-        assert!(rollback_target(&store, "prod", "api", None).unwrap().is_none());
+        assert!(rollback_target(&store, "prod", "api", None)
+            .unwrap()
+            .is_none());
         assert_eq!(
-            rollback_target(&store, "prod", "api", Some("2")).unwrap().unwrap().id,
+            rollback_target(&store, "prod", "api", Some("2"))
+                .unwrap()
+                .unwrap()
+                .id,
             b
         );
-        assert!(rollback_target(&store, "prod", "api", Some("3")).unwrap().is_none());
+        assert!(rollback_target(&store, "prod", "api", Some("3"))
+            .unwrap()
+            .is_none());
         assert_eq!(services(&store, "prod").unwrap(), ["api"]);
         assert_eq!(list(&store, Some("prod"), None).unwrap().len(), 4);
         assert!(list(&store, Some("staging"), None).unwrap().is_empty());

@@ -93,9 +93,9 @@ impl Executor for Rollback {
 /// a proxy always; a blue-green colour while its proxy sends traffic to it;
 /// a recreated container while it runs. Anything else is the leftover of an
 /// interrupted deployment.
-pub async fn keep_in_gc(
+pub async fn keep_in_gc<S: std::hash::BuildHasher>(
     docker: &bollard::Docker,
-    labels: &HashMap<String, String>,
+    labels: &HashMap<String, String, S>,
     id: &str,
     running: bool,
 ) -> bool {

@@ -107,7 +107,12 @@ pub async fn target(docker: &Docker, proxy: &str) -> Result<Option<String>, Stri
         match chunk {
             Ok(c) => tar.extend_from_slice(&c),
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(format!("cannot read the upstream of `{proxy}`: {}", describe(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the upstream of `{proxy}`: {}",
+                    describe(&e)
+                ))
+            }
         }
     }
     let mut archive = tar::Archive::new(tar.as_slice());
@@ -127,11 +132,18 @@ pub async fn target(docker: &Docker, proxy: &str) -> Result<Option<String>, Stri
         .map(str::to_string))
 }
 
+/// The proxy's source, compiled here too so that its parser is unit-tested.
+#[cfg(test)]
+#[expect(
+    dead_code,
+    reason = "main() of the proxy executable is not called here"
+)]
+#[path = "../../proxy/pipe-proxy.rs"]
+mod source;
+
 #[cfg(test)]
 mod tests {
-    #[expect(dead_code, reason = "main() of the proxy executable is not called here")]
-    #[path = "../../proxy/pipe-proxy.rs"]
-    mod source;
+    use super::source;
 
     #[test]
     fn upstream_file_round_trips_and_half_files_are_ignored() {
@@ -140,7 +152,11 @@ mod tests {
             source::parse_upstream(&f),
             Some("172.18.0.5:8080".parse().unwrap())
         );
-        assert_eq!(source::parse_upstream("172.18.0.5:80"), None, "no newline: half written");
+        assert_eq!(
+            source::parse_upstream("172.18.0.5:80"),
+            None,
+            "no newline: half written"
+        );
         assert_eq!(source::parse_upstream(""), None);
         assert_eq!(source::parse_upstream("nonsense\n"), None);
     }

@@ -1,0 +1,665 @@
+//! `deploy.container`, `deploy.rollback`, `pipe deployments`, `pipe rollback`
+//! and `pipe gc` against the real Docker Engine. The service deployed is
+//! busybox `httpd` serving `/health` (which says its version) in an image
+//! built offline from a busybox-static root filesystem. Every container,
+//! network and image a test makes carries its unique id and is removed at
+//! its end; every wait is bounded.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
+};
+use bollard::Docker;
+
+use crate::common::pipe_bin;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn engine() -> Docker {
+    let d = Docker::connect_with_local_defaults().expect("docker client");
+    rt().block_on(d.negotiate_version())
+        .expect("the Docker Engine does not answer: run `bash .ci/docker-up.sh`")
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A project with a busybox rootfs, app images `<id>-app:v1`, `:v2`, `:bad`
+/// (no /health) and `:slow` (healthy after 20 s), and a service `<id>-web`.
+struct Proj {
+    dir: tempfile::TempDir,
+    id: String,
+}
+
+impl Proj {
+    fn new(tag: &str) -> Proj {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let id = format!("pipedeploy-{tag}-{}-{nanos}", std::process::id());
+        let p = Proj { dir, id };
+        let bin = p.path("rootfs/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::create_dir_all(p.path("rootfs/tmp")).expect("mkdir");
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
+        for applet in ["sh", "httpd", "mkdir", "echo", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
+        }
+        let base = format!("{}-base:1", p.id);
+        let app = |extra: &str| {
+            format!(
+                "FROM {base}\nARG VERSION\nRUN mkdir -p /www && echo \"version=$VERSION\" > /www/health\n{extra}CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+            )
+        };
+        p.write("app/Dockerfile", &app(""));
+        p.write("bad/Dockerfile", &format!("FROM {base}\nRUN mkdir -p /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"));
+        p.write(
+            "slow/Dockerfile",
+            &format!("FROM {base}\nARG VERSION\nRUN mkdir -p /www && echo \"version=$VERSION\" > /www/health\nCMD [\"sh\", \"-c\", \"sleep 20; exec httpd -f -p 8080 -h /www\"]\n"),
+        );
+        let id = &p.id;
+        p.write(
+            "pipelines/images.pipe",
+            &format!(
+                r#"import "std/docker"
+
+pipeline images {{
+  stage base {{
+    step import = docker.import {{ rootfs = "rootfs"  image = "{base}" }}
+  }}
+  stage build {{
+    needs = [base]
+    step v1 = docker.build {{ dockerfile = "app/Dockerfile"  context = "app"  image = "{id}-app"  tags = ["v1"]  args = {{ VERSION = "1" }} }}
+    step v2 = docker.build {{ dockerfile = "app/Dockerfile"  context = "app"  image = "{id}-app"  tags = ["v2"]  args = {{ VERSION = "2" }} }}
+    step bad = docker.build {{ dockerfile = "bad/Dockerfile"  context = "bad"  image = "{id}-app"  tags = ["bad"] }}
+    step slow = docker.build {{ dockerfile = "slow/Dockerfile"  context = "slow"  image = "{id}-app"  tags = ["slow"]  args = {{ VERSION = "3" }} }}
+  }}
+}}
+"#
+            ),
+        );
+        let r = p.run(
+            &["run", "images", "--output", "plain"],
+            Duration::from_mins(4),
+        );
+        assert_eq!(r.code, 0, "building the test images: {}", r.all());
+        p
+    }
+
+    /// `pipelines/ship.pipe`: deploys `<id>-app:${tag}` as `version`.
+    fn ship(&self, strategy: &str) {
+        let id = &self.id;
+        self.write(
+            "pipelines/ship.pipe",
+            &format!(
+                r#"import "std/deploy"
+
+pipeline ship {{
+  param version: string   = "1"
+  param tag: string       = "v1"
+  param migration: string = "1"
+
+  stage deploy {{
+    step web = deploy.container {{
+      image             = "{id}-app:${{tag}}"
+      service           = "{id}-web"
+      version           = version
+      strategy          = "{strategy}"
+      network           = "{id}-net"
+      env_name          = "test"
+      environment       = {{ GREETING = "hello" }}
+      migration_version = migration
+      migrate_down      = "echo \"down $PIPE_MIGRATION_FROM -> $PIPE_MIGRATION_TO for $PIPE_ROLLBACK_VERSION\" >> migrations.log"
+      ready_within      = 8s
+      drain             = 1s
+    }}
+  }}
+}}
+"#
+            ),
+        );
+    }
+
+    fn deploy(&self, version: &str, tag: &str) -> Ran {
+        self.run(
+            &[
+                "run",
+                "ship",
+                "-p",
+                &format!("version={version}"),
+                "-p",
+                &format!("tag={tag}"),
+                "-p",
+                &format!("migration={version}"),
+                "--output",
+                "plain",
+            ],
+            Duration::from_mins(3),
+        )
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_KILL_GRACE_MS", "1000")
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, args: &[&str], bound: Duration) -> Ran {
+        finish(self.cmd(args).spawn().expect("spawn pipe"), bound)
+    }
+
+    /// The ledger, newest first.
+    fn ledger(&self) -> Vec<serde_json::Value> {
+        let r = self.run(
+            &["deployments", "--env", "test", "--output", "json"],
+            Duration::from_secs(20),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .expect("deployments json")
+            .as_array()
+            .expect("array")
+            .clone()
+    }
+
+    /// The stable endpoint, from the active ledger row's deployment outputs.
+    fn url(&self) -> String {
+        let r = self.run(&["status", "--format", "json"], Duration::from_secs(20));
+        let st: serde_json::Value = serde_json::from_str(&r.stdout).expect("status json");
+        let steps = st["steps"].as_array().expect("steps");
+        let url = steps
+            .iter()
+            .find_map(|s| s["outputs"]["url"].as_str())
+            .unwrap_or_else(|| panic!("no url output in {st}"));
+        url.trim_start_matches("http://").to_string()
+    }
+
+    /// This service's containers: (name, labels, running).
+    fn containers(&self) -> Vec<(String, HashMap<String, String>, bool)> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("dev.pipe.deploy.service={}-web", self.id)],
+        )]);
+        let mut v: Vec<_> = rt()
+            .block_on(engine().list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            })))
+            .expect("list")
+            .into_iter()
+            .map(|c| {
+                (
+                    c.names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    c.labels.unwrap_or_default(),
+                    c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Versions of the app containers (not the proxy), sorted.
+    fn app_versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .containers()
+            .into_iter()
+            .filter(|c| c.1.get("dev.pipe.deploy.role").map(String::as_str) == Some("app"))
+            .map(|c| c.1["dev.pipe.deploy.version"].clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Proj {
+    fn drop(&mut self) {
+        let d = engine();
+        let rt = rt();
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("dev.pipe.deploy.service={}-web", self.id)],
+        )]);
+        if let Ok(list) = rt.block_on(d.list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))) {
+            for c in list.into_iter().filter_map(|c| c.id) {
+                let _ = rt.block_on(d.remove_container(
+                    &c,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                ));
+            }
+        }
+        let _ = rt.block_on(d.remove_network(&format!("{}-net", self.id)));
+        for tag in ["v1", "v2", "bad", "slow"] {
+            let _ = rt.block_on(d.remove_image(
+                &format!("{}-app:{tag}", self.id),
+                Some(RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+                None,
+            ));
+        }
+        let _ = rt.block_on(d.remove_image(
+            &format!("{}-base:1", self.id),
+            Some(RemoveImageOptions {
+                force: true,
+                ..Default::default()
+            }),
+            None,
+        ));
+    }
+}
+
+fn finish(mut child: Child, bound: Duration) -> Ran {
+    let t0 = Instant::now();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    while child.try_wait().expect("try_wait").is_none() {
+        if t0.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "pipe did not finish within {bound:?}\n{}{}",
+                t_out.join().unwrap_or_default(),
+                t_err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait().expect("wait");
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// `GET /health` on a fresh connection: (status code, body).
+fn health(addr: &str) -> Result<(u16, String), String> {
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not HTTP: {out:?}"))?;
+    let body = out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok((code, body))
+}
+
+fn version_at(addr: &str) -> String {
+    match health(addr) {
+        Ok((200, body)) => body,
+        other => panic!("GET {addr}/health: {other:?}"),
+    }
+}
+
+fn row<'a>(ledger: &'a [serde_json::Value], version: &str, status: &str) -> &'a serde_json::Value {
+    ledger
+        .iter()
+        .find(|r| r["version"] == version && r["status"] == status)
+        .unwrap_or_else(|| panic!("no {status} row of version {version} in {ledger:#?}"))
+}
+
+#[test]
+fn recreate_replaces_the_container_and_records_the_ledger() {
+    let p = Proj::new("recreate");
+    p.ship("recreate");
+    let r = p.deploy("1", "v1");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let addr = p.url();
+    assert_eq!(version_at(&addr), "version=1");
+    let r = p.deploy("2", "v2");
+    assert_eq!(r.code, 0, "{}", r.all());
+    // A recreated container keeps the stable name, so the address may change
+    // only when no port is fixed: read it again.
+    let addr = p.url();
+    assert_eq!(version_at(&addr), "version=2");
+    let cs = p.containers();
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    let (name, labels, running) = &cs[0];
+    assert_eq!(name, &format!("{}-web", p.id));
+    assert!(running);
+    assert_eq!(labels["dev.pipe.deploy.version"], "2");
+    assert_eq!(labels["dev.pipe.deploy.colour"], "none");
+    assert_eq!(labels["dev.pipe.deploy.env"], "test");
+    // Run 1 built the images, runs 2 and 3 deployed.
+    assert!(labels["dev.pipe.run"].ends_with("-3"), "{labels:?}");
+    let ledger = p.ledger();
+    assert_eq!(ledger.len(), 2, "{ledger:#?}");
+    let v2 = row(&ledger, "2", "active");
+    assert_eq!(v2["strategy"], "recreate");
+    assert_eq!(v2["migration_version"], "2");
+    assert_eq!(v2["run_id"], 3);
+    assert!(v2["approved_by"].is_null());
+    assert!(v2["image_digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    // Secrets aside, the spec keeps what a rollback needs.
+    assert_eq!(
+        v2["spec"]["vars"][0],
+        serde_json::json!(["GREETING", "hello"])
+    );
+    row(&ledger, "1", "superseded");
+    let table = p.run(
+        &["deployments", "--service", &format!("{}-web", p.id)],
+        Duration::from_secs(20),
+    );
+    assert_eq!(table.code, 0, "{}", table.all());
+    assert!(table.stdout.starts_with("  id  env"), "{}", table.stdout);
+    assert!(table.stdout.contains(" active "), "{}", table.stdout);
+    assert!(table.stdout.contains(" superseded "), "{}", table.stdout);
+}
+
+#[test]
+fn blue_green_switches_without_a_failed_request_and_never_to_an_unhealthy_version() {
+    let p = Proj::new("bluegreen");
+    p.ship("blue-green");
+    let r = p.deploy("1", "v1");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let addr = p.url();
+    assert_eq!(version_at(&addr), "version=1");
+    // Hammer the stable endpoint while v2 replaces v1.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match health(&addr) {
+                    Ok((200, body)) => *seen.entry(body).or_default() += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            (seen, failures)
+        })
+    };
+    let r = p.deploy("2", "v2");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = hammer.join().expect("hammer");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(seen.get("version=1").is_some_and(|n| *n > 0), "{seen:?}");
+    assert!(seen.get("version=2").is_some_and(|n| *n > 0), "{seen:?}");
+    eprintln!("requests during the blue-green switch: {seen:?}, 0 failed");
+    assert_eq!(p.url(), addr, "the stable endpoint moved");
+    assert_eq!(version_at(&addr), "version=2");
+    assert_eq!(p.app_versions(), ["2"], "the old colour was not stopped");
+    // A version whose health never passes is not switched to.
+    let r = p.deploy("9", "bad");
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("was not healthy within 8s"), "{}", r.all());
+    assert!(r.all().contains("still takes the traffic"), "{}", r.all());
+    assert_eq!(version_at(&addr), "version=2");
+    assert_eq!(p.app_versions(), ["2"], "the unhealthy container was left");
+    let ledger = p.ledger();
+    let bad = row(&ledger, "9", "failed");
+    assert!(
+        bad["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("not healthy")),
+        "{bad}"
+    );
+    row(&ledger, "2", "active");
+    row(&ledger, "1", "superseded");
+    let cs = p.containers();
+    let proxy = cs
+        .iter()
+        .find(|c| c.1["dev.pipe.deploy.role"] == "proxy")
+        .expect("a proxy");
+    assert_eq!(proxy.0, format!("{}-web", p.id));
+    let app = cs
+        .iter()
+        .find(|c| c.1["dev.pipe.deploy.role"] == "app")
+        .expect("app");
+    assert_eq!(app.0, format!("{}-web-green", p.id));
+}
+
+#[test]
+fn rollback_redeploys_the_previous_version_with_its_down_step() {
+    let p = Proj::new("rollback");
+    p.ship("blue-green");
+    for (v, tag) in [("1", "v1"), ("2", "v2")] {
+        let r = p.deploy(v, tag);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let addr = p.url();
+    assert_eq!(version_at(&addr), "version=2");
+    let svc = format!("{}-web", p.id);
+    let t0 = Instant::now();
+    let r = p.run(
+        &[
+            "rollback",
+            "--env",
+            "test",
+            "--service",
+            &svc,
+            "--output",
+            "plain",
+        ],
+        Duration::from_mins(3),
+    );
+    let took = t0.elapsed();
+    assert_eq!(r.code, 0, "{}", r.all());
+    eprintln!("pipe rollback took {took:?}");
+    assert_eq!(version_at(&addr), "version=1");
+    assert_eq!(p.app_versions(), ["1"]);
+    let log = std::fs::read_to_string(p.path("migrations.log")).expect("the down-step ran");
+    assert_eq!(log, "down 2 -> 1 for 1\n");
+    let ledger = p.ledger();
+    assert_eq!(ledger[0]["version"], "1");
+    assert_eq!(ledger[0]["status"], "active");
+    assert!(
+        ledger[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("rollback from 2")),
+        "{:#?}",
+        ledger[0]
+    );
+    let old = row(&ledger, "1", "superseded");
+    assert_eq!(
+        ledger[0]["image_digest"], old["image_digest"],
+        "rolled back by digest"
+    );
+    row(&ledger, "2", "rolled_back");
+    // Nothing earlier than 1: a clear refusal. Forward again with --to.
+    let r = p.run(
+        &[
+            "rollback",
+            "--env",
+            "test",
+            "--service",
+            &svc,
+            "--output",
+            "plain",
+        ],
+        Duration::from_mins(1),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("has no earlier version in `test` to roll back to"),
+        "{}",
+        r.all()
+    );
+    let r = p.run(
+        &[
+            "rollback", "--env", "test", "--to", "2", "--output", "plain",
+        ],
+        Duration::from_mins(3),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(version_at(&addr), "version=2");
+    let r = p.run(
+        &["rollback", "--env", "nowhere", "--output", "plain"],
+        Duration::from_mins(1),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("nothing is deployed to `nowhere`"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn sigkill_during_a_deploy_then_gc_and_resume_leave_one_consistent_version() {
+    let p = Proj::new("kill");
+    p.ship("blue-green");
+    let r = p.deploy("1", "v1");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let addr = p.url();
+    // v3 takes 20 s to answer: kill pipe while it waits.
+    p.write(
+        "pipelines/ship.pipe",
+        &std::fs::read_to_string(p.path("pipelines/ship.pipe"))
+            .expect("read")
+            .replace("ready_within      = 8s", "ready_within      = 60s"),
+    );
+    let mut child = p
+        .cmd(&[
+            "run",
+            "ship",
+            "-p",
+            "version=3",
+            "-p",
+            "tag=slow",
+            "-p",
+            "migration=3",
+            "--output",
+            "plain",
+        ])
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    while p.app_versions() != ["1", "3"] {
+        assert!(
+            t0.elapsed() < Duration::from_mins(1),
+            "the new colour never started: {:?}",
+            p.containers()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert_eq!(
+        version_at(&addr),
+        "version=1",
+        "the old version must keep serving"
+    );
+    let r = p.run(&["gc"], Duration::from_mins(1));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("{}-web-green", p.id)),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("failed (interrupted before the switch)"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(p.app_versions(), ["1"], "gc left the interrupted colour");
+    assert_eq!(
+        p.containers().len(),
+        2,
+        "proxy and v1: {:?}",
+        p.containers()
+    );
+    assert_eq!(version_at(&addr), "version=1");
+    let ledger = p.ledger();
+    row(&ledger, "3", "failed");
+    row(&ledger, "1", "active");
+    // Resume deploys v3 again, to the end.
+    let r = p.run(&["resume", "--output", "plain"], Duration::from_mins(3));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(version_at(&addr), "version=3");
+    assert_eq!(p.app_versions(), ["3"]);
+    let ledger = p.ledger();
+    assert_eq!(
+        ledger.iter().filter(|r| r["status"] == "active").count(),
+        1,
+        "{ledger:#?}"
+    );
+    row(&ledger, "3", "active");
+    row(&ledger, "1", "superseded");
+}
