@@ -663,3 +663,71 @@ fn sigkill_during_a_deploy_then_gc_and_resume_leave_one_consistent_version() {
     row(&ledger, "3", "active");
     row(&ledger, "1", "superseded");
 }
+
+#[test]
+fn a_failed_monitor_rolls_back_automatically_from_the_failure_handler() {
+    let p = Proj::new("auto");
+    let id = &p.id;
+    // As in pipelines/release.pipe: the `on failure` handler rolls back when
+    // the post-deploy monitor is what failed.
+    p.write(
+        "pipelines/release.pipe",
+        &format!(
+            r#"import "std/deploy"
+
+pipeline release {{
+  param version: string = "1"
+
+  stage production {{
+    step web = deploy.container {{
+      image        = "{id}-app:v${{version}}"
+      service      = "{id}-web"
+      version      = version
+      strategy     = "blue-green"
+      network      = "{id}-net"
+      env_name     = "test"
+      ready_within = 8s
+      drain        = 1s
+    }}
+    step monitor {{
+      needs = [web]
+      run   = "if [ ${{version}} = 2 ]; then echo error rate 0.5 is above 0.05; exit 1; fi"
+    }}
+  }}
+
+  on failure {{
+    step rollback = deploy.rollback {{
+      when     = run.failed_step == "production.monitor"
+      env_name = "test"
+      service  = "{id}-web"
+    }}
+  }}
+}}
+"#
+        ),
+    );
+    let r = p.run(
+        &["run", "release", "--output", "plain"],
+        Duration::from_mins(3),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let addr = p.url();
+    let r = p.run(
+        &["run", "release", "-p", "version=2", "--output", "plain"],
+        Duration::from_mins(3),
+    );
+    assert_eq!(r.code, 1, "the run failed at the monitor: {}", r.all());
+    assert!(r.all().contains("error rate 0.5"), "{}", r.all());
+    let logs = p.run(&["logs", "3", "rollback"], Duration::from_secs(20));
+    assert!(logs.stdout.contains("rolling back"), "{}", logs.stdout);
+    assert_eq!(version_at(&addr), "version=1");
+    assert_eq!(p.app_versions(), ["1"]);
+    let ledger = p.ledger();
+    assert_eq!(ledger[0]["version"], "1");
+    assert_eq!(ledger[0]["status"], "active");
+    assert_eq!(
+        ledger[0]["run_id"], 3,
+        "recorded by the failed run's handler"
+    );
+    row(&ledger, "2", "rolled_back");
+}
