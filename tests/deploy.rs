@@ -102,6 +102,7 @@ pipeline images {{
 "#
             ),
         );
+        p.write("shared/note.txt", "from the project\n");
         let r = p.run(
             &["run", "images", "--output", "plain"],
             Duration::from_mins(4),
@@ -132,6 +133,7 @@ pipeline ship {{
       network           = "{id}-net"
       env_name          = "test"
       environment       = {{ GREETING = "hello" }}
+      volumes           = ["shared:/www/shared:ro"]
       migration_version = migration
       migrate_down      = "echo \"down $PIPE_MIGRATION_FROM -> $PIPE_MIGRATION_TO for $PIPE_ROLLBACK_VERSION\" >> migrations.log"
       ready_within      = 8s
@@ -339,10 +341,14 @@ fn finish(mut child: Child, bound: Duration) -> Ran {
 
 /// `GET /health` on a fresh connection: (status code, body).
 fn health(addr: &str) -> Result<(u16, String), String> {
+    get(addr, "/health")
+}
+
+fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out).map_err(|e| e.to_string())?;
     let code = out
@@ -387,6 +393,11 @@ fn recreate_replaces_the_container_and_records_the_ledger() {
     // only when no port is fixed: read it again.
     let addr = p.url();
     assert_eq!(version_at(&addr), "version=2");
+    assert_eq!(
+        get(&addr, "/shared/note.txt"),
+        Ok((200, "from the project".to_string())),
+        "the volume is mounted"
+    );
     let cs = p.containers();
     assert_eq!(cs.len(), 1, "{cs:?}");
     let (name, labels, running) = &cs[0];

@@ -191,11 +191,47 @@ fn spec_from_inputs(cx: &Cx<'_>) -> Result<Inputs, String> {
         secret_keys: secrets.iter().map(|(k, _)| k.clone()).collect(),
         ready_within_ms: input_duration(&job.inputs, "ready_within").unwrap_or(60_000),
         drain_ms: input_duration(&job.inputs, "drain").unwrap_or(2_000),
+        volumes: volumes(job)?,
         migrate_down: input_str(&job.inputs, "migrate_down").filter(|s| !s.is_empty()),
         repo_digest: None,
         owner: docker::owner(),
     };
     Ok((spec, version, secrets))
+}
+
+/// `volumes`: `HOST:CONTAINER[:ro]` binds, relative host paths made
+/// absolute against the project root; `NAME:CONTAINER` named volumes (a bare
+/// name that is also a file or directory of the project is a bind).
+fn volumes(job: &Job) -> Result<Vec<String>, String> {
+    crate::docker::input_list(&job.inputs, "volumes")
+        .into_iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            if !(2..=3).contains(&parts.len())
+                || parts[0].is_empty()
+                || !parts[1].starts_with('/')
+                || parts.get(2).is_some_and(|m| *m != "ro" && *m != "rw")
+            {
+                return Err(format!(
+                    "volume `{v}`: expected HOST:/CONTAINER[:ro] or NAME:/CONTAINER"
+                ));
+            }
+            let host = parts[0];
+            // `data:/x` is a named volume unless the project has a `data`.
+            let named =
+                !host.contains('/') && !host.starts_with('.') && !job.cwd.join(host).exists();
+            if named || host.starts_with('/') {
+                return Ok(v);
+            }
+            let abs = job.cwd.join(host);
+            let mut out = format!("{}:{}", abs.display(), parts[1]);
+            if let Some(m) = parts.get(2) {
+                out.push(':');
+                out.push_str(m);
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// The `deploy.container` executor.
@@ -375,6 +411,8 @@ async fn start_container(
             host_port: Some(host_port.map(|p| p.to_string()).unwrap_or_default()),
         }]),
     )]);
+    // The service's volumes; the proxy (which has a `cmd`) needs none.
+    let binds = (cmd.is_none() && !spec.volumes.is_empty()).then(|| spec.volumes.clone());
     let config = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd,
@@ -383,6 +421,7 @@ async fn start_container(
         labels: Some(labels),
         host_config: Some(HostConfig {
             port_bindings: Some(bindings),
+            binds,
             network_mode: Some(spec.network.clone()),
             ..Default::default()
         }),
@@ -936,7 +975,9 @@ async fn blue_green(
         }
     }
     // From here the new colour takes the traffic: it is kept.
-    std::mem::forget(guard);
+    let mut guard = guard;
+    guard.id = None;
+    drop(guard);
     cx.ledger(|s| ledger::activate(s, row, replaced_as))?;
     let stable = addresses(cx, &spec.service, spec)
         .await
@@ -1132,4 +1173,69 @@ async fn migrate_down(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(cwd: &std::path::Path, volumes: &[&str]) -> Job {
+        let mut inputs = IndexMap::new();
+        inputs.insert(
+            "volumes".to_string(),
+            Value::List(
+                volumes
+                    .iter()
+                    .map(|v| Value::Str((*v).to_string()))
+                    .collect(),
+            ),
+        );
+        Job {
+            index: 0,
+            step_id: "s.d".into(),
+            attempt: 1,
+            command: None,
+            shell: None,
+            env: Vec::new(),
+            inputs,
+            cwd: cwd.to_path_buf(),
+            timeout: None,
+            grace: Duration::from_secs(1),
+            log_path: cwd.join("x.log"),
+            output_path: cwd.join("x.out"),
+            token: "t".into(),
+            mask: crate::mask::Masker::shared(),
+        }
+    }
+
+    #[test]
+    fn volumes_are_binds_from_the_project_root_or_named_volumes() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("shared")).unwrap();
+        let root = d.path().display().to_string();
+        let v = volumes(&job(
+            d.path(),
+            &[
+                "shared:/www/shared:ro",
+                "data:/data",
+                "./db:/db",
+                "/abs:/abs",
+                "var/x:/x:rw",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            v,
+            [
+                format!("{root}/shared:/www/shared:ro"),
+                "data:/data".to_string(),
+                format!("{root}/./db:/db"),
+                "/abs:/abs".to_string(),
+                format!("{root}/var/x:/x:rw"),
+            ]
+        );
+        for bad in ["nocolon", "a:relative", "a:/b:maybe", ":/x"] {
+            assert!(volumes(&job(d.path(), &[bad])).is_err(), "{bad}");
+        }
+    }
 }

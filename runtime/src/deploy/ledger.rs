@@ -252,13 +252,15 @@ pub fn in_flight(
 }
 
 /// Who approved a run, from its approval record when the store has one.
-/// Gates keep their decisions in their own table; any table whose name
-/// starts with `approval` and has a `run_id` column and a column naming the
-/// approver (`approver`, `approved_by`, `user` or `who`) is read.
+/// Gates keep their decisions in their own table (`gate_decisions`: `run_id`,
+/// `user`, `decision`); that table, or any whose name starts with
+/// `approval`, with a `run_id` column and a column naming the approver
+/// (`approver`, `approved_by`, `user` or `who`), is read. Only approving
+/// decisions count, each person once.
 pub fn approver(store: &Store, run_id: i64) -> Option<String> {
     let c = store.conn();
     let mut st = c
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'approval%'")
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name = 'gate_decisions' OR name LIKE 'approval%') ORDER BY name != 'gate_decisions'")
         .ok()?;
     let tables: Vec<String> = st
         .query_map([], |r| r.get(0))
@@ -290,7 +292,7 @@ pub fn approver(store: &Store, run_id: i64) -> Option<String> {
         });
         let names: Vec<String> = c
             .prepare(&format!(
-                "SELECT {who} FROM \"{t}\" WHERE run_id = ?1{filter} ORDER BY rowid"
+                "SELECT {who} FROM \"{t}\" WHERE run_id = ?1{filter} GROUP BY {who} ORDER BY min(rowid)"
             ))
             .ok()?
             .query_map([run_id], |r| r.get::<_, Option<String>>(0))
@@ -367,12 +369,14 @@ mod tests {
         store
             .conn()
             .execute_batch(
-                "CREATE TABLE approvals (run_id INTEGER, gate TEXT, approver TEXT, decision TEXT);
-                 INSERT INTO approvals VALUES (1, 'approve', 'alice', 'approved');
-                 INSERT INTO approvals VALUES (1, 'approve', 'mallory', 'rejected');",
+                "CREATE TABLE gate_decisions (id INTEGER PRIMARY KEY, run_id INTEGER, gate TEXT, user TEXT, decision TEXT);
+                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'approve', 'alice', 'approve');
+                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'approve', 'mallory', 'reject');
+                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'other', 'bob', 'approve');
+                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'again', 'alice', 'approve');",
             )
             .unwrap();
-        assert_eq!(approver(&store, 1).as_deref(), Some("alice"));
+        assert_eq!(approver(&store, 1).as_deref(), Some("alice, bob"));
         assert_eq!(approver(&store, 2), None);
     }
 }

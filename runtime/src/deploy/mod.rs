@@ -56,6 +56,10 @@ pub struct Spec {
     pub secret_keys: Vec<String>,
     pub ready_within_ms: u64,
     pub drain_ms: u64,
+    /// Binds `HOST:CONTAINER[:ro]` (a relative host path is made absolute
+    /// against the project root) or named volumes `NAME:CONTAINER`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     /// The database down-step command, for rollbacks.
     pub migrate_down: Option<String>,
     /// `repo@sha256:...` when the image came from a registry.
