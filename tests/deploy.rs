@@ -365,6 +365,44 @@ fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
     Ok((code, body))
 }
 
+/// A one-shot webhook on 127.0.0.1: its URL, and the body it receives.
+fn webhook() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(i) = text.find("\r\n\r\n") {
+                let len = text[..i]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= i + 4 + len {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                    let _ = tx.send(text[i + 4..].to_string());
+                    return;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (url, rx)
+}
+
 fn version_at(addr: &str) -> String {
     match health(addr) {
         Ok((200, body)) => body,
@@ -580,6 +618,39 @@ fn rollback_redeploys_the_previous_version_with_its_down_step() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(version_at(&addr), "version=2");
+    // pipelines/rollback.pipe does the same and tells the team.
+    let shipped = crate::common::repo_root().join("pipelines/rollback.pipe");
+    p.write(
+        "pipelines/rollback.pipe",
+        &std::fs::read_to_string(shipped).expect("pipelines/rollback.pipe"),
+    );
+    let (hook, body) = webhook();
+    let child = p
+        .cmd(&[
+            "run",
+            "rollback",
+            "-p",
+            "environment=test",
+            "-p",
+            &format!("service={svc}"),
+            "-p",
+            "to=1",
+            "--output",
+            "plain",
+        ])
+        .env("SLACK_WEBHOOK", &hook)
+        .spawn()
+        .expect("spawn");
+    let r = finish(child, Duration::from_mins(3));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(version_at(&addr), "version=1");
+    let body = body
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the notification");
+    assert!(
+        body.contains(&format!("rolled back {svc} in test: 2 -> 1 in ")),
+        "{body}"
+    );
     let r = p.run(
         &["rollback", "--env", "nowhere", "--output", "plain"],
         Duration::from_mins(1),
