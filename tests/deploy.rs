@@ -462,6 +462,37 @@ fn recreate_replaces_the_container_and_records_the_ledger() {
         serde_json::json!(["GREETING", "hello"])
     );
     row(&ledger, "1", "superseded");
+    // A recreate whose new version never gets healthy leaves nothing running;
+    // `pipe rollback` starts the active version again.
+    let r = p.deploy("9", "bad");
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("starts the active version again"),
+        "{}",
+        r.all()
+    );
+    assert!(p.app_versions().is_empty(), "{:?}", p.containers());
+    let svc = format!("{}-web", p.id);
+    let r = p.run(
+        &[
+            "rollback",
+            "--env",
+            "test",
+            "--service",
+            &svc,
+            "--output",
+            "plain",
+        ],
+        Duration::from_mins(2),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("no container serves it"), "{}", r.all());
+    assert_eq!(version_at(&p.url()), "version=2");
+    assert_eq!(p.app_versions(), ["2"]);
+    let ledger = p.ledger();
+    assert_eq!(ledger[0]["version"], "2");
+    assert_eq!(ledger[0]["status"], "active");
+    row(&ledger, "9", "failed");
     let table = p.run(
         &["deployments", "--service", &format!("{}-web", p.id)],
         Duration::from_secs(20),

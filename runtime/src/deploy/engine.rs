@@ -851,7 +851,10 @@ async fn recreate(
     let (host, _) = addresses(cx, &id, spec).await?;
     if let Err(e) = wait_healthy(cx, &spec.service, &id, &host, spec).await {
         remove_bounded(&cx.docker, &id).await;
-        return Err(format!("{e}; the new container was removed (recreate keeps no old version: roll back with `pipe rollback`)"));
+        return Err(format!(
+            "{e}; the new container was removed and recreate kept no old one: `pipe rollback --env {} --service {}` starts the active version again",
+            spec.environment, spec.service
+        ));
     }
     cx.ledger(|s| ledger::activate(s, row, replaced_as))?;
     cx.log(&format!(
@@ -1048,15 +1051,29 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
     let given_secrets = input_map(&job.inputs, "secrets");
     let mut versions = Vec::new();
     let mut froms = Vec::new();
+    let mut urls = Vec::new();
     for svc in &services {
         let current = cx.ledger(|s| ledger::active(s, &env, svc))?.ok_or_else(|| {
             format!("`{svc}` has no active deployment in `{env}` (see `pipe deployments --env {env} --service {svc}`)")
         })?;
-        let target = cx.ledger(|s| ledger::rollback_target(s, &env, svc, to.as_deref()))?.ok_or_else(|| match &to {
-            Some(v) => format!("`{svc}` was never deployed to `{env}` as version {v} (see `pipe deployments --env {env} --service {svc}`)"),
-            None => format!("`{svc}` has no earlier version in `{env}` to roll back to (see `pipe deployments --env {env} --service {svc}`)"),
-        })?;
-        if target.id == current.id {
+        // A failed recreate leaves the active version stopped: then the
+        // default is to start it again.
+        let serving = active_container(&cx.docker, &env, svc).await?;
+        let current_serves = current.container_id.is_some() && serving == current.container_id;
+        let target = if to.is_none() && !current_serves {
+            cx.log(&format!(
+                "{svc} {} is the active version in {env} but no container serves it: starting it again",
+                current.version
+            ));
+            current.clone()
+        } else {
+            cx.ledger(|s| ledger::rollback_target(s, &env, svc, to.as_deref()))?.ok_or_else(|| match &to {
+                Some(v) => format!("`{svc}` was never deployed to `{env}` as version {v} (see `pipe deployments --env {env} --service {svc}`)"),
+                None => format!("`{svc}` has no earlier version in `{env}` to roll back to (see `pipe deployments --env {env} --service {svc}`)"),
+            })?
+        };
+        let restore = target.id == current.id;
+        if restore && current_serves {
             cx.log(&format!(
                 "{svc} already runs {} in {env}: nothing to roll back",
                 target.version
@@ -1065,10 +1082,12 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
             froms.push(current.version.clone());
             continue;
         }
-        cx.log(&format!(
-            "rolling back {svc} in {env}: {} (deployment #{}) -> {} (deployment #{})",
-            current.version, current.id, target.version, target.id
-        ));
+        if !restore {
+            cx.log(&format!(
+                "rolling back {svc} in {env}: {} (deployment #{}) -> {} (deployment #{})",
+                current.version, current.id, target.version, target.id
+            ));
+        }
         let mut spec: Spec = serde_json::from_value(target.spec.clone())
             .map_err(|e| format!("deployment #{} has an unreadable spec: {e}", target.id))?;
         // The database first: the old version expects the old schema.
@@ -1111,19 +1130,29 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
                 .ok_or_else(|| format!("the secret `{k}` of {svc} is not stored in the ledger: pass it in `secrets` or set it in pipe's environment"))?;
             secrets.push((k.clone(), v));
         }
-        deploy(
+        let o = deploy(
             cx,
             spec,
             &target.version,
             target.migration_version.clone(),
             &secrets,
-            "rolled_back",
-            Some(format!(
-                "rollback from {} (deployment #{})",
-                current.version, current.id
-            )),
+            if restore { "superseded" } else { "rolled_back" },
+            Some(if restore {
+                format!(
+                    "restart of {} (deployment #{}), which no container served",
+                    current.version, current.id
+                )
+            } else {
+                format!(
+                    "rollback from {} (deployment #{})",
+                    current.version, current.id
+                )
+            }),
         )
         .await?;
+        if let Some(u) = o.get("url") {
+            urls.push(u.clone());
+        }
         versions.push(target.version.clone());
         froms.push(current.version.clone());
     }
@@ -1132,6 +1161,7 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
     o.insert("from_version".into(), froms.join(" "));
     o.insert("services".into(), services.join(" "));
     o.insert("environment".into(), env);
+    o.insert("url".into(), urls.join(" "));
     Ok(o)
 }
 
