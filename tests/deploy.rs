@@ -792,7 +792,11 @@ pipeline release {{
   param version: string = "1"
 
   stage production {{
+    gate approve = approval {{
+      approvers = ["alice"]
+    }}
     step web = deploy.container {{
+      needs        = [approve]
       image        = "{id}-app:v${{version}}"
       service      = "{id}-web"
       version      = version
@@ -820,13 +824,29 @@ pipeline release {{
         ),
     );
     let r = p.run(
-        &["run", "release", "--output", "plain"],
+        &[
+            "run",
+            "release",
+            "--approve-as",
+            "alice",
+            "--output",
+            "plain",
+        ],
         Duration::from_mins(3),
     );
     assert_eq!(r.code, 0, "{}", r.all());
     let addr = p.url();
     let r = p.run(
-        &["run", "release", "-p", "version=2", "--output", "plain"],
+        &[
+            "run",
+            "release",
+            "-p",
+            "version=2",
+            "--approve-as",
+            "alice",
+            "--output",
+            "plain",
+        ],
         Duration::from_mins(3),
     );
     assert_eq!(r.code, 1, "the run failed at the monitor: {}", r.all());
@@ -842,5 +862,8 @@ pipeline release {{
         ledger[0]["run_id"], 3,
         "recorded by the failed run's handler"
     );
-    row(&ledger, "2", "rolled_back");
+    let v2 = row(&ledger, "2", "rolled_back");
+    // Who approved comes from the run's gate.
+    assert_eq!(v2["approved_by"], "alice", "{v2}");
+    assert_eq!(row(&ledger, "1", "superseded")["approved_by"], "alice");
 }

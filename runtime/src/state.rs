@@ -209,7 +209,7 @@ impl Store {
     }
 
     /// The connection, for the modules that keep their own tables here
-    /// (see [`crate::gate`]).
+    /// (see [`crate::gate`] and [`crate::deploy::ledger`]).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -219,12 +219,6 @@ impl Store {
             path: self.path.clone(),
             detail: e.to_string(),
         }
-    }
-
-    /// The connection, for the tables kept by other modules (the deployment
-    /// ledger in `crate::deploy::ledger`).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
     }
 
     pub fn dir(&self) -> &Path {

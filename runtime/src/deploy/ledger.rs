@@ -251,59 +251,18 @@ pub fn in_flight(
         .collect())
 }
 
-/// Who approved a run, from its approval record when the store has one.
-/// Gates keep their decisions in their own table (`gate_decisions`: `run_id`,
-/// `user`, `decision`); that table, or any whose name starts with
-/// `approval`, with a `run_id` column and a column naming the approver
-/// (`approver`, `approved_by`, `user` or `who`), is read. Only approving
-/// decisions count, each person once.
+/// Who approved a run: the people whose approvals its gates recorded (see
+/// [`crate::gate`]), each once, in order; `None` when no gate was approved.
 pub fn approver(store: &Store, run_id: i64) -> Option<String> {
-    let c = store.conn();
-    let mut st = c
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name = 'gate_decisions' OR name LIKE 'approval%') ORDER BY name != 'gate_decisions'")
-        .ok()?;
-    let tables: Vec<String> = st
-        .query_map([], |r| r.get(0))
-        .ok()?
-        .filter_map(Result::ok)
-        .collect();
-    for t in tables {
-        let cols: Vec<String> = c
-            .prepare(&format!("PRAGMA table_info(\"{t}\")"))
-            .ok()?
-            .query_map([], |r| r.get::<_, String>(1))
-            .ok()?
-            .filter_map(Result::ok)
-            .collect();
-        if !cols.iter().any(|c| c == "run_id") {
-            continue;
-        }
-        let Some(who) = ["approver", "approved_by", "user", "who", "by"]
-            .iter()
-            .find(|w| cols.iter().any(|c| c == *w))
-        else {
-            continue;
-        };
-        let decision = ["decision", "status", "verdict"]
-            .iter()
-            .find(|w| cols.iter().any(|c| c == *w));
-        let filter = decision.map_or(String::new(), |d| {
-            format!(" AND lower({d}) IN ('approved','approve','yes','granted')")
-        });
-        let names: Vec<String> = c
-            .prepare(&format!(
-                "SELECT {who} FROM \"{t}\" WHERE run_id = ?1{filter} GROUP BY {who} ORDER BY min(rowid)"
-            ))
-            .ok()?
-            .query_map([run_id], |r| r.get::<_, Option<String>>(0))
-            .ok()?
-            .filter_map(|r| r.ok().flatten())
-            .collect();
-        if !names.is_empty() {
-            return Some(names.join(", "));
+    let mut names: Vec<String> = Vec::new();
+    for g in crate::gate::gates_of_run(store, run_id).ok()? {
+        for u in g.approved_by() {
+            if !names.contains(&u) {
+                names.push(u);
+            }
         }
     }
-    None
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 #[cfg(test)]
@@ -362,21 +321,9 @@ mod tests {
     }
 
     #[test]
-    fn approver_is_read_from_an_approvals_table_when_there_is_one() {
+    fn approver_is_null_without_an_approval_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(approver(&store, 1), None);
-        store
-            .conn()
-            .execute_batch(
-                "CREATE TABLE gate_decisions (id INTEGER PRIMARY KEY, run_id INTEGER, gate TEXT, user TEXT, decision TEXT);
-                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'approve', 'alice', 'approve');
-                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'approve', 'mallory', 'reject');
-                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'other', 'bob', 'approve');
-                 INSERT INTO gate_decisions (run_id, gate, user, decision) VALUES (1, 'again', 'alice', 'approve');",
-            )
-            .unwrap();
-        assert_eq!(approver(&store, 1).as_deref(), Some("alice, bob"));
-        assert_eq!(approver(&store, 2), None);
     }
 }
