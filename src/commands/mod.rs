@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod check;
+pub mod deployments;
 pub mod env;
 pub mod deployments;
 pub mod fmt;
