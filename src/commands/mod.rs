@@ -4,7 +4,6 @@ pub mod approve;
 pub mod check;
 pub mod deployments;
 pub mod env;
-pub mod deployments;
 pub mod fmt;
 pub mod gates;
 pub mod gc;
