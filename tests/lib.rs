@@ -15,4 +15,5 @@ mod graph;
 mod http;
 mod list;
 mod lsp;
+mod release;
 mod run;
