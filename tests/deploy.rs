@@ -135,7 +135,7 @@ pipeline ship {{
       environment       = {{ GREETING = "hello" }}
       volumes           = ["shared:/www/shared:ro"]
       migration_version = migration
-      migrate_down      = "echo \"down $PIPE_MIGRATION_FROM -> $PIPE_MIGRATION_TO for $PIPE_ROLLBACK_VERSION\" >> migrations.log"
+      migrate_down      = "echo \"down $PIPE_MIGRATION_FROM -> $PIPE_MIGRATION_TO for $PIPE_ROLLBACK_VERSION with $GREETING\" >> migrations.log"
       ready_within      = 8s
       drain             = 1s
     }}
@@ -604,7 +604,7 @@ fn rollback_redeploys_the_previous_version_with_its_down_step() {
     assert_eq!(version_at(&addr), "version=1");
     assert_eq!(p.app_versions(), ["1"]);
     let log = std::fs::read_to_string(p.path("migrations.log")).expect("the down-step ran");
-    assert_eq!(log, "down 2 -> 1 for 1\n");
+    assert_eq!(log, "down 2 -> 1 for 1 with hello\n");
     let ledger = p.ledger();
     assert_eq!(ledger[0]["version"], "1");
     assert_eq!(ledger[0]["status"], "active");

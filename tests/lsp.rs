@@ -87,7 +87,11 @@ impl Server {
                 }
             }
         });
-        let path = dir.path().join("pipelines/p.pipe");
+        let path = dir
+            .path()
+            .canonicalize()
+            .expect("canonical tempdir")
+            .join("pipelines/p.pipe");
         let uri = format!("file://{}", path.display());
         let mut s = Server {
             child,
@@ -165,6 +169,34 @@ impl Server {
             json!({"textDocument": {"uri": uri, "languageId": "pipe", "version": 1, "text": text}}),
         );
         self.diagnostics()
+    }
+
+    /// The URI of a file of the project, as the server names it.
+    fn file_uri(&self, rel: &str) -> String {
+        let root = self.dir.path().canonicalize().expect("canonical tempdir");
+        format!("file://{}", root.join(rel).display())
+    }
+
+    /// Writes a file of the project to the disk (not opened in the editor).
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.dir.path().join(rel), text).expect("write project file");
+    }
+
+    /// Opens another document and returns its diagnostics.
+    fn open_uri(&mut self, uri: &str, text: &str) -> Value {
+        self.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "pipe", "version": 1, "text": text}}),
+        );
+        self.diagnostics_of(uri)
+    }
+
+    /// The next diagnostics published for `uri`.
+    fn diagnostics_of(&mut self, uri: &str) -> Value {
+        self.wait_for(|m| {
+            m["method"] == "textDocument/publishDiagnostics" && m["params"]["uri"] == json!(uri)
+        })["params"]
+            .clone()
     }
 
     fn diagnostics(&mut self) -> Value {
@@ -525,5 +557,247 @@ fn asserts_reference_their_steps_and_stages_and_show_in_the_outline() {
     assert_eq!(
         names,
         [("build", "stage"), ("prod", "stage"), ("gated", "assert")]
+    );
+}
+
+const LIB: &str = r#"## Says hello.
+template greet(who: string) {
+  run = "echo hello ${who}"
+}
+
+template wave(who: string) {
+  run = "echo wave ${who}"
+}
+"#;
+
+const USES_LIB: &str = r#"import "std/docker"
+import "lib.pipe"
+
+pipeline p {
+  stage s {
+    step a = lib.greet { who = "a" }
+    step b = lib.greet { who = "b" }
+    step img = docker.build { dockerfile = "Dockerfile" }
+  }
+}
+"#;
+
+/// `{textDocument, position}` in another document.
+fn at_in(uri: &str, text: &str, needle: &str, nth: usize, delta: usize) -> Value {
+    let (line, col) = pos(text, needle, nth, delta);
+    json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": col}})
+}
+
+fn sorted(v: &Value) -> Vec<Value> {
+    let mut out = v.as_array().expect("list").clone();
+    out.sort_by_key(|e| {
+        (
+            e["range"]["start"]["line"].as_u64(),
+            e["range"]["start"]["character"].as_u64(),
+        )
+    });
+    out
+}
+
+#[test]
+fn definition_of_an_import_path_opens_the_imported_file() {
+    let mut s = Server::start();
+    s.write("pipelines/lib.pipe", LIB);
+    assert_eq!(s.open(USES_LIB)["diagnostics"], json!([]));
+    let start = json!({"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}});
+
+    let def = s.request(
+        "textDocument/definition",
+        s.at(USES_LIB, "\"lib.pipe\"", 0, 3),
+    );
+    assert_eq!(
+        def,
+        json!({"uri": s.file_uri("pipelines/lib.pipe"), "range": start})
+    );
+
+    // The embedded standard library opens from the cache it is written to.
+    let def = s.request(
+        "textDocument/definition",
+        s.at(USES_LIB, "std/docker", 0, 5),
+    );
+    let target = def["uri"].as_str().expect("uri");
+    assert!(
+        target.ends_with("/cache/pipe/stdlib-0.1.0/docker.pipe"),
+        "{def}"
+    );
+    assert_eq!(def["range"], start);
+    let path = target.strip_prefix("file://").expect("file uri");
+    let text = std::fs::read_to_string(path).expect("stdlib file written");
+    assert!(text.contains("template build("), "{text}");
+
+    // Outside the quotes there is nothing to go to.
+    let def = s.request(
+        "textDocument/definition",
+        s.at(USES_LIB, "import \"lib", 0, 2),
+    );
+    assert_eq!(def, json!(null));
+}
+
+#[test]
+fn errors_inside_an_imported_file_show_on_its_import() {
+    let mut s = Server::start();
+    let broken = LIB.replace("run = \"echo wave ${who}\"", "run = ");
+    s.write("pipelines/lib.pipe", &broken);
+    let doc =
+        "import \"lib.pipe\"\n\npipeline p {\n  stage s {\n    step a { run = \"true\" }\n  }\n}\n";
+    let d = s.open(doc);
+    let list = d["diagnostics"].as_array().expect("list");
+    assert_eq!(list.len(), 1, "{d}");
+    assert_eq!(list[0]["range"], range(doc, "lib.pipe", 0, 0, 8));
+    assert_eq!(list[0]["code"], "pipe::syntax");
+    assert_eq!(list[0]["severity"], 1);
+    // The parser stops at the `}` where an expression should be.
+    let (line, col) = pos(&broken, "run = \n}", 0, 7);
+    let message = list[0]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with(&format!("in pipelines/lib.pipe:{}:{}: ", line + 1, col + 1)),
+        "{d}"
+    );
+    let rel = &list[0]["relatedInformation"][0];
+    let lib_uri = s.file_uri("pipelines/lib.pipe");
+    assert_eq!(rel["location"]["uri"], json!(lib_uri));
+    assert_eq!(
+        rel["location"]["range"],
+        range(&broken, "run = \n}", 0, 7, 1)
+    );
+    assert_eq!(rel["message"], "expected an expression");
+
+    // Fixing the imported file in the editor clears the importer's diagnostic.
+    assert_eq!(s.open_uri(&lib_uri, LIB)["diagnostics"], json!([]));
+    let uri = s.uri.clone();
+    assert_eq!(s.diagnostics_of(&uri)["diagnostics"], json!([]));
+
+    // Breaking it again as it is typed brings it back.
+    s.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": lib_uri, "version": 2}, "contentChanges": [{"text": broken}]}),
+    );
+    assert_eq!(
+        s.diagnostics_of(&lib_uri)["diagnostics"]
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+    let again = s.diagnostics_of(&uri);
+    assert_eq!(
+        again["diagnostics"][0]["range"],
+        range(doc, "lib.pipe", 0, 0, 8),
+        "{again}"
+    );
+
+    // Closing it falls back to the (still broken) file on the disk.
+    s.notify(
+        "textDocument/didClose",
+        json!({"textDocument": {"uri": lib_uri}}),
+    );
+    let closed = s.diagnostics_of(&uri);
+    assert_eq!(
+        closed["diagnostics"].as_array().expect("list").len(),
+        1,
+        "{closed}"
+    );
+}
+
+#[test]
+fn rename_a_template_at_its_definition_and_every_use_in_open_files() {
+    let mut s = Server::start();
+    s.write("pipelines/lib.pipe", LIB);
+    assert_eq!(s.open(USES_LIB)["diagnostics"], json!([]));
+    let q_uri = s.file_uri("pipelines/q.pipe");
+    let q = "import \"lib.pipe\" as l\n\npipeline q {\n  stage s {\n    step c = l.greet { who = \"c\" }\n  }\n}\n";
+    assert_eq!(s.open_uri(&q_uri, q)["diagnostics"], json!([]));
+    let lib_uri = s.file_uri("pipelines/lib.pipe");
+    let p_uri = s.uri.clone();
+
+    let want = |new: &str| {
+        json!({
+            p_uri.clone(): [
+                {"range": range(USES_LIB, "lib.greet", 0, 4, 5), "newText": new},
+                {"range": range(USES_LIB, "lib.greet", 1, 4, 5), "newText": new},
+            ],
+            q_uri.clone(): [{"range": range(q, "l.greet", 0, 2, 5), "newText": new}],
+            lib_uri.clone(): [{"range": range(LIB, "template greet", 0, 9, 5), "newText": new}],
+        })
+    };
+    let sort_changes = |edit: &Value| -> Value {
+        let mut out = serde_json::Map::new();
+        for (k, v) in edit["changes"].as_object().expect("changes") {
+            out.insert(k.clone(), json!(sorted(v)));
+        }
+        Value::Object(out)
+    };
+
+    // From a use, with the defining file closed.
+    let mut params = s.at(USES_LIB, "lib.greet", 0, 6);
+    params["newName"] = json!("hello");
+    let edit = s.request("textDocument/rename", params);
+    assert_eq!(sort_changes(&edit), want("hello"));
+
+    // References from another file, without the declaration.
+    let mut params = at_in(&q_uri, q, "l.greet", 0, 3);
+    params["context"] = json!({"includeDeclaration": false});
+    let refs = s.request("textDocument/references", params);
+    assert_eq!(refs.as_array().expect("list").len(), 3, "{refs}");
+    assert!(
+        refs.as_array()
+            .expect("list")
+            .iter()
+            .all(|l| l["uri"] != json!(lib_uri)),
+        "{refs}"
+    );
+
+    // From the definition, with the defining file open.
+    assert_eq!(s.open_uri(&lib_uri, LIB)["diagnostics"], json!([]));
+    let mut params = at_in(&lib_uri, LIB, "template greet", 0, 10);
+    params["newName"] = json!("salute");
+    let edit = s.request("textDocument/rename", params);
+    assert_eq!(sort_changes(&edit), want("salute"));
+
+    // A name another template has, a bad name, and the standard library are refused.
+    for (needle, delta, new) in [
+        ("lib.greet", 6, "wave"),
+        ("lib.greet", 6, "not a name"),
+        ("docker.build", 8, "make"),
+    ] {
+        let mut params = s.at(USES_LIB, needle, 0, delta);
+        params["newName"] = json!(new);
+        let reply = s.call("textDocument/rename", params);
+        assert!(reply.get("error").is_some(), "{new}: {reply}");
+    }
+}
+
+#[test]
+fn rename_a_param_and_find_references_of_an_env() {
+    let mut s = Server::start();
+    let doc = "pipeline p {\n  param tag: string = \"v1\"\n  env staging { vars = { A = \"1\" } }\n  stage s {\n    env = staging\n    step a { run = \"echo ${tag}\" }\n    step b { run = \"echo \" + tag }\n  }\n}\n";
+    assert_eq!(s.open(doc)["diagnostics"], json!([]));
+    let mut params = s.at(doc, "+ tag", 0, 3);
+    params["newName"] = json!("version");
+    let edit = s.request("textDocument/rename", params);
+    assert_eq!(
+        json!(sorted(&edit["changes"][s.uri.as_str()])),
+        json!([
+            {"range": range(doc, "param tag", 0, 6, 3), "newText": "version"},
+            {"range": range(doc, "${tag}", 0, 2, 3), "newText": "version"},
+            {"range": range(doc, "+ tag", 0, 2, 3), "newText": "version"},
+        ])
+    );
+
+    let mut params = s.at(doc, "= staging", 0, 3);
+    params["context"] = json!({"includeDeclaration": true});
+    let refs = s.request("textDocument/references", params);
+    let uri = s.uri.clone();
+    assert_eq!(
+        json!(sorted(&refs)),
+        json!([
+            {"uri": uri, "range": range(doc, "env staging", 0, 4, 7)},
+            {"uri": uri, "range": range(doc, "= staging", 0, 2, 7)},
+        ])
     );
 }

@@ -133,13 +133,15 @@ impl Analysis {
         self.ws.modules[0].ast.is_some()
     }
 
-    /// Every diagnostic `pipe check` reports for this document.
-    pub fn diagnostics(&self) -> Vec<Diagnostic> {
-        let file = self.file();
+    /// Every diagnostic `pipe check` reports for this document and the
+    /// files it imports.
+    pub fn all_diagnostics(&self) -> Vec<Diagnostic> {
         check(&self.ws, &self.ctx)
-            .into_iter()
-            .filter(|d| d.span.file == file)
-            .collect()
+    }
+
+    /// The module index of a file of the workspace.
+    pub fn module_of(&self, file: FileId) -> Option<usize> {
+        self.ws.modules.iter().position(|m| m.file == file)
     }
 
     /// The occurrence under a byte offset of the document.

@@ -9,15 +9,17 @@
 mod analysis;
 mod completion;
 mod hover;
+mod imports;
 mod position;
 mod symbols;
+mod templates;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use pipe_lang::lower::Context;
-use pipe_lang::{FileId, Severity, Value};
+use pipe_lang::{FileId, Severity, Span, Value};
 use tower_lsp::jsonrpc::{Error, Request, Result};
 use tower_lsp::lsp_types::{
     CompletionOptions, CompletionParams, CompletionResponse, Diagnostic as LspDiagnostic,
@@ -25,7 +27,7 @@ use tower_lsp::lsp_types::{
     DidCloseTextDocumentParams, DidOpenTextDocumentParams, DocumentFormattingParams,
     DocumentSymbolParams, DocumentSymbolResponse, GotoDefinitionParams, GotoDefinitionResponse,
     Hover, HoverContents, HoverParams, HoverProviderCapability, InitializeParams, InitializeResult,
-    Location, MarkupContent, MarkupKind, NumberOrString, OneOf, Position, ReferenceParams,
+    Location, MarkupContent, MarkupKind, NumberOrString, OneOf, Position, Range, ReferenceParams,
     RenameParams, ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
     TextEdit, Url, WorkspaceEdit,
 };
@@ -47,6 +49,7 @@ pub fn serve() -> std::result::Result<(), Failure> {
             docs: Mutex::default(),
             last_good: Mutex::default(),
             git: Mutex::default(),
+            imported: Mutex::default(),
             stdlib: OnceLock::new(),
         });
         let service = ExitOnExit {
@@ -106,6 +109,9 @@ struct Backend {
     last_good: Mutex<HashMap<Url, String>>,
     /// The `git` context per project root, read once.
     git: Mutex<HashMap<PathBuf, Value>>,
+    /// The project files each open document imported at its last analysis,
+    /// so that an edit republishes only the documents that read the file.
+    imported: Mutex<HashMap<Url, Vec<PathBuf>>>,
     stdlib: OnceLock<Option<PathBuf>>,
 }
 
@@ -210,12 +216,38 @@ impl Backend {
     }
 
     fn location(&self, a: &Analysis, doc: &Url, occ: &Occ) -> Option<Location> {
-        let uri = self.uri_of(a, doc, occ.span.file)?;
-        let idx = LineIndex::new(a.text(occ.span.file));
+        self.span_location(a, doc, occ.span)
+    }
+
+    fn span_location(&self, a: &Analysis, doc: &Url, span: Span) -> Option<Location> {
+        let uri = self.uri_of(a, doc, span.file)?;
+        let idx = LineIndex::new(a.text(span.file));
         Some(Location::new(
             uri,
-            idx.range(occ.span.start as usize, occ.span.end as usize),
+            idx.range(span.start as usize, span.end as usize),
         ))
+    }
+
+    /// Publishes the document's diagnostics, then those of the other open
+    /// documents that import it.
+    async fn publish_all(&self, uri: Url, version: Option<i32>) {
+        self.publish(uri.clone(), version).await;
+        self.publish_importers(&uri).await;
+    }
+
+    /// Republishes the open documents whose last analysis imported `uri`.
+    async fn publish_importers(&self, uri: &Url) {
+        let Some(path) = templates::canonical(uri) else {
+            return;
+        };
+        let importers: Vec<Url> = lock(&self.imported)
+            .iter()
+            .filter(|(u, files)| *u != uri && files.contains(&path))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for other in importers {
+            self.publish(other, None).await;
+        }
     }
 
     async fn publish(&self, uri: Url, version: Option<i32>) {
@@ -225,54 +257,78 @@ impl Backend {
             if a.parsed() {
                 lock(&self.last_good).insert(uri.clone(), text.clone());
             }
-            let idx = LineIndex::new(&text);
-            a.diagnostics()
-                .iter()
-                .map(|d| {
-                    let related: Vec<DiagnosticRelatedInformation> = d
-                        .secondary
-                        .iter()
-                        .filter_map(|(s, label)| {
-                            let loc = self.location(
-                                &a,
-                                &uri,
-                                &Occ {
-                                    span: *s,
-                                    sym: analysis::Sym {
-                                        kind: Kind::Step,
-                                        scope: String::new(),
-                                        name: String::new(),
-                                    },
-                                    def: false,
-                                },
-                            )?;
-                            Some(DiagnosticRelatedInformation {
-                                location: loc,
-                                message: label.clone(),
-                            })
-                        })
-                        .collect();
-                    let mut message = d.message.clone();
-                    if let Some(h) = &d.help {
-                        message.push_str("\nhelp: ");
-                        message.push_str(h);
-                    }
-                    LspDiagnostic {
-                        range: idx.range(d.span.start as usize, d.span.end as usize),
-                        severity: Some(match d.severity {
-                            Severity::Error => DiagnosticSeverity::ERROR,
-                            Severity::Warning => DiagnosticSeverity::WARNING,
-                        }),
-                        code: Some(NumberOrString::String(d.code.to_string())),
-                        source: Some("pipe".into()),
-                        message,
-                        related_information: (!related.is_empty()).then_some(related),
-                        ..LspDiagnostic::default()
-                    }
+            let files: Vec<PathBuf> = (1..a.ws.modules.len())
+                .map(|m| a.ws.module_name(m))
+                .filter(|n| !n.starts_with("std/"))
+                .map(|n| {
+                    let p = a.root.join(n);
+                    p.canonicalize().unwrap_or(p)
                 })
-                .collect()
+                .collect();
+            lock(&self.imported).insert(uri.clone(), files);
+            let all = a.all_diagnostics();
+            let file = a.file();
+            let mut out: Vec<LspDiagnostic> = all
+                .iter()
+                .filter(|d| d.span.file == file)
+                .map(|d| self.to_lsp(&a, &uri, d, d.span, false))
+                .collect();
+            // A problem inside an imported file shows on the import that
+            // brings it in, with its place in that file as related information.
+            for (at, d) in imports::imported_problems(&a, &all) {
+                out.push(self.to_lsp(&a, &uri, d, at, true));
+            }
+            out
         };
         self.client.publish_diagnostics(uri, diags, version).await;
+    }
+
+    /// The LSP form of a diagnostic, shown at `at` in the document; `moved`
+    /// when `at` is not the diagnostic's own place (an import of its file).
+    fn to_lsp(
+        &self,
+        a: &Analysis,
+        uri: &Url,
+        d: &pipe_lang::Diagnostic,
+        at: Span,
+        moved: bool,
+    ) -> LspDiagnostic {
+        let mut related: Vec<DiagnosticRelatedInformation> = Vec::new();
+        let mut message = d.message.clone();
+        if moved {
+            if let Some(loc) = self.span_location(a, uri, d.span) {
+                let name = &a.ws.sources.get(d.span.file).name;
+                let p = loc.range.start;
+                message = format!("in {name}:{}:{}: {message}", p.line + 1, p.character + 1);
+                related.push(DiagnosticRelatedInformation {
+                    location: loc,
+                    message: d.label.clone(),
+                });
+            }
+        }
+        related.extend(d.secondary.iter().filter_map(|(s, label)| {
+            Some(DiagnosticRelatedInformation {
+                location: self.span_location(a, uri, *s)?,
+                message: label.clone(),
+            })
+        }));
+        if let Some(h) = &d.help {
+            message.push_str("\nhelp: ");
+            message.push_str(h);
+        }
+        let idx = LineIndex::new(a.text(at.file));
+        LspDiagnostic {
+            range: idx.range(at.start as usize, at.end as usize),
+            severity: Some(match d.severity {
+                Severity::Error => DiagnosticSeverity::ERROR,
+                Severity::Warning => DiagnosticSeverity::WARNING,
+            }),
+            code: Some(NumberOrString::String(d.code.to_string())),
+            source: Some("pipe".into()),
+            message,
+            related_information: (!related.is_empty()).then_some(related),
+            ..LspDiagnostic::default()
+        }
     }
 
     /// An analysis for completion at `pos`: the text as it is if it parses,
@@ -339,7 +395,7 @@ impl LanguageServer for Backend {
     async fn did_open(&self, p: DidOpenTextDocumentParams) {
         let uri = p.text_document.uri;
         lock(&self.docs).insert(uri.clone(), p.text_document.text);
-        self.publish(uri, Some(p.text_document.version)).await;
+        self.publish_all(uri, Some(p.text_document.version)).await;
     }
 
     async fn did_change(&self, p: DidChangeTextDocumentParams) {
@@ -348,14 +404,19 @@ impl LanguageServer for Backend {
         if let Some(c) = p.content_changes.into_iter().last() {
             lock(&self.docs).insert(uri.clone(), c.text);
         }
-        self.publish(uri, Some(p.text_document.version)).await;
+        self.publish_all(uri, Some(p.text_document.version)).await;
     }
 
     async fn did_close(&self, p: DidCloseTextDocumentParams) {
         let uri = p.text_document.uri;
         lock(&self.docs).remove(&uri);
         lock(&self.last_good).remove(&uri);
-        self.client.publish_diagnostics(uri, Vec::new(), None).await;
+        self.client
+            .publish_diagnostics(uri.clone(), Vec::new(), None)
+            .await;
+        lock(&self.imported).remove(&uri);
+        // Documents importing it now read it from the disk.
+        self.publish_importers(&uri).await;
     }
 
     async fn hover(&self, p: HoverParams) -> Result<Option<Hover>> {
@@ -389,6 +450,13 @@ impl LanguageServer for Backend {
             return Ok(None);
         };
         let offset = LineIndex::new(&text).offset(p.text_document_position_params.position);
+        if let Some(imp) = imports::import_at(&a, offset) {
+            // The imported file itself, from its first line.
+            let file = a.ws.modules[imp.module].file;
+            return Ok(self.uri_of(&a, uri, file).map(|target| {
+                GotoDefinitionResponse::Scalar(Location::new(target, Range::default()))
+            }));
+        }
         let def = a.occ_at(offset).and_then(|o| a.definition(&o.sym));
         Ok(def
             .and_then(|d| self.location(&a, uri, d))
@@ -405,6 +473,14 @@ impl LanguageServer for Backend {
             return Ok(None);
         };
         let with_decl = p.context.include_declaration;
+        if let Some(locs) = self.template_locations(&a, uri, occ) {
+            return Ok(Some(
+                locs.into_iter()
+                    .filter(|(_, def)| with_decl || !def)
+                    .map(|(l, _)| l)
+                    .collect(),
+            ));
+        }
         Ok(Some(
             a.occurrences(&occ.sym)
                 .filter(|o| with_decl || !o.def)
@@ -423,12 +499,15 @@ impl LanguageServer for Backend {
         let Some(occ) = a.occ_at(offset) else {
             return Err(Error::invalid_params("nothing to rename here"));
         };
+        if occ.sym.kind == Kind::Template {
+            return self.rename_template(&a, uri, occ, &p.new_name).map(Some);
+        }
         if !matches!(
             occ.sym.kind,
             Kind::Step | Kind::Stage | Kind::Param | Kind::Env
         ) {
             return Err(Error::invalid_params(
-                "only steps, stages, params and envs of this file can be renamed",
+                "only steps, stages, params, envs and templates can be renamed",
             ));
         }
         let occs: Vec<&Occ> = a.occurrences(&occ.sym).collect();

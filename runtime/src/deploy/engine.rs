@@ -1172,7 +1172,8 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
 }
 
 /// Runs the down-step command (`sh -c`) in the project root, with the
-/// migration versions in its environment.
+/// environment the target version was deployed with (its non-secret
+/// variables, e.g. `DATABASE_URL`), the step's, and the migration versions.
 async fn migrate_down(
     cx: &Cx<'_>,
     cmd: &str,
@@ -1186,9 +1187,14 @@ async fn migrate_down(
         "migrating {svc}'s database down: {from} -> {to}: {cmd}"
     ));
     let mut c = tokio::process::Command::new(cx.job.shell.clone().unwrap_or_else(|| "sh".into()));
+    // The service's own (non-secret) settings, e.g. DATABASE_URL, then the step's.
+    let deployed: Vec<(String, String)> = serde_json::from_value::<Spec>(target.spec.clone())
+        .map(|s| s.vars)
+        .unwrap_or_default();
     c.arg("-c")
         .arg(cmd)
         .current_dir(&cx.job.cwd)
+        .envs(deployed.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .envs(cx.job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("PIPE_MIGRATION_FROM", &from)
         .env("PIPE_MIGRATION_TO", &to)
