@@ -148,7 +148,7 @@ enum Command {
         #[arg(long, value_name = "REF", global = true)]
         git_ref: Option<String>,
     },
-    /// Remove containers and networks left in the Docker Engine by runs that crashed.
+    /// Remove containers, networks and swarm jobs left in the Docker Engine by runs that crashed.
     Gc {
         #[command(flatten)]
         state: commands::run::StateArgs,
@@ -212,10 +212,29 @@ enum Command {
         #[command(flatten)]
         state: commands::run::StateArgs,
     },
+    /// Write a pipeline as workflows for another engine (docs/export.md).
+    Export {
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to generate for.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportTarget {
+    /// GitHub Actions: one workflow file per pipeline (and target environment).
+    Github {
+        /// A pipeline name or a path to a .pipe file.
+        pipeline: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// The directory to write to (`-`: print to stdout).
+        #[arg(long, value_name = "DIR", default_value = ".github/workflows")]
+        out: PathBuf,
     },
 }
 
@@ -364,6 +383,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 follow,
             },
         )?),
+        Command::Export {
+            target:
+                ExportTarget::Github {
+                    pipeline,
+                    plan,
+                    out,
+                },
+        } => {
+            let ctx = context(&project, &plan);
+            print(&commands::export::github(&project, &pipeline, &ctx, &out)?)
+        }
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);

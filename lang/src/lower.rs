@@ -55,6 +55,7 @@ const CONTAINER_ATTRS: &[&str] = &[
     "memory",
     "executor",
     "placement",
+    "artifacts",
 ];
 const STEP_BLOCKS: &[&str] = &["retry", "cache", "service"];
 const STAGE_ATTRS: &[&str] = &[
@@ -64,6 +65,7 @@ const STAGE_ATTRS: &[&str] = &[
     "required",
     "description",
     "concurrency",
+    "executor",
 ];
 const ENV_ATTRS: &[&str] = &[
     "file",
@@ -927,7 +929,7 @@ impl<'a> Lowerer<'a> {
                                 }
                             }
                         }
-                        "when" | "required" | "description" | "concurrency" => {}
+                        "when" | "required" | "description" | "concurrency" | "executor" => {}
                         _ => self.unknown_attr(&a.key, STAGE_ATTRS, "a stage"),
                     },
                     StageEntry::Block(b) if b.key.name != "service" => {
@@ -1598,8 +1600,19 @@ impl<'a> Lowerer<'a> {
 
         if form == StepForm::Step && raw.step.executor.is_empty() {
             raw.step.executor = if raw.step.inputs.contains_key("image") {
-                "container".into()
+                self.container_executor(&raw, body, ctx)
             } else if raw.step.run.is_some() {
+                if let Some(a) = body.attr("executor") {
+                    self.err(
+                        Diagnostic::error(
+                            "pipe::executor",
+                            "`executor` needs a container step",
+                            a.value.span,
+                            "this step has no `image`",
+                        )
+                        .with_help("add `image = \"...\"`: a swarm job runs the `run` command in that image"),
+                    );
+                }
                 "shell".into()
             } else {
                 if template_body.is_none()
@@ -1846,6 +1859,49 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// `container`, or `swarm` when the step (or else its stage) says
+    /// `executor = "swarm"`: see docs/swarm.md.
+    fn container_executor(&mut self, raw: &RawStep, body: &Body, ctx: &StageCtx) -> String {
+        let stage_attr = self.pl.stages.get(ctx.index).and_then(|st| {
+            st.entries.iter().find_map(|e| match e {
+                StageEntry::Attr(a) if a.key.name == "executor" => Some(a),
+                _ => None,
+            })
+        });
+        let (value, span) = match (raw.step.inputs.get("executor"), stage_attr) {
+            (Some(d), _) => (
+                d.ready().cloned(),
+                body.attr("executor").map(|a| a.value.span),
+            ),
+            (None, Some(a)) => {
+                let scope = self.scope(&[]);
+                (
+                    self.fold_in(&a.value, &scope)
+                        .and_then(|f| f.value().cloned()),
+                    Some(a.value.span),
+                )
+            }
+            (None, None) => return "container".into(),
+        };
+        match value.as_ref().and_then(Value::as_str) {
+            Some("swarm") => "swarm".into(),
+            Some("container" | "docker") => "container".into(),
+            _ => {
+                let span = span.unwrap_or(raw.name_span);
+                self.err(
+                    Diagnostic::error(
+                        "pipe::executor",
+                        "`executor` of a container step is \"container\" or \"swarm\"",
+                        span,
+                        "unknown executor",
+                    )
+                    .with_help("write `executor = \"swarm\"` to run the step as a Docker Swarm job, or leave it out to run a local container"),
+                );
+                "container".into()
+            }
+        }
+    }
+
     fn apply_input(&mut self, raw: &mut RawStep, a: &Attr, scope: &LScope<'_>) {
         if let Some(f) = self.fold_in(&a.value, scope) {
             raw.step.inputs.insert(a.key.name.clone(), to_deferrable(f));
@@ -1866,7 +1922,7 @@ impl<'a> Lowerer<'a> {
             }
             "needs" => raw.needs.extend(self.need_names(&a.value, scope.locals)),
             "image" | "user" | "workdir" | "network" | "cpus" | "memory" | "executor"
-            | "placement" => self.apply_input(raw, a, scope),
+            | "placement" | "artifacts" => self.apply_input(raw, a, scope),
             _ => {
                 let Some(f) = self.fold_in(&a.value, scope) else {
                     return;

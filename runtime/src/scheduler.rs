@@ -206,6 +206,11 @@ impl<'a> Scheduler<'a> {
         self.gates = gates;
     }
 
+    /// The executors by name, to swap one in (`--executor swarm`).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Executes the run: main steps, then the matching handlers. `prior` holds
     /// the records of a resumed run: succeeded and skipped steps are not run again.
     pub fn execute(

@@ -7,6 +7,7 @@
 //! resumes. See docs/docker.md and docs/deploy.md.
 
 use pipe_runtime::docker::gc;
+use pipe_runtime::executor::swarm::gc as swarm_gc;
 
 use super::run::StateArgs;
 use crate::exit::{Failure, RUN_FAILED};
@@ -39,13 +40,34 @@ pub fn run(project: &Project, state: &StateArgs) -> Result<String, Failure> {
         report.networks.len(),
         report.kept
     ));
-    if !report.errors.is_empty() {
+    // Swarm leftovers: services, secrets and volumes of swarm jobs.
+    let swarm = swarm_gc::collect_blocking(None).map_err(|e| Failure {
+        code: RUN_FAILED,
+        message: Some(e),
+    })?;
+    for s in &swarm.services {
+        out.push_str(&format!("removed swarm service {s}\n"));
+    }
+    for s in &swarm.secrets {
+        out.push_str(&format!("removed swarm secret {s}\n"));
+    }
+    for v in &swarm.volumes {
+        out.push_str(&format!("removed volume {v}\n"));
+    }
+    if !swarm.services.is_empty() || !swarm.secrets.is_empty() || !swarm.volumes.is_empty() {
+        out.push_str(&format!(
+            "{} swarm service(s), {} secret(s) and {} volume(s) removed\n",
+            swarm.services.len(),
+            swarm.secrets.len(),
+            swarm.volumes.len()
+        ));
+    }
+    let mut errors = report.errors;
+    errors.extend(swarm.errors);
+    if !errors.is_empty() {
         return Err(Failure {
             code: RUN_FAILED,
-            message: Some(format!(
-                "{out}could not remove:\n  {}",
-                report.errors.join("\n  ")
-            )),
+            message: Some(format!("{out}could not remove:\n  {}", errors.join("\n  "))),
         });
     }
     Ok(out)
@@ -58,6 +80,11 @@ pub fn for_resume(run_key: &str) {
     if let Ok(report) = gc::collect_blocking(Some(run_key)) {
         for c in &report.containers {
             eprintln!("removed leftover container {c}");
+        }
+    }
+    if let Ok(report) = swarm_gc::collect_blocking(Some(run_key)) {
+        for s in &report.services {
+            eprintln!("removed leftover swarm service {s}");
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod approve;
 pub mod check;
 pub mod deployments;
 pub mod env;
+pub mod export;
 pub mod fmt;
 pub mod gates;
 pub mod gc;

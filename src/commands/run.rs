@@ -42,6 +42,10 @@ pub struct ExecArgs {
     /// demos: the rules still apply, and it is recorded as such.
     #[arg(long, value_name = "USER")]
     pub approve_as: Option<String>,
+    /// Run every container step on this executor (`swarm`: as Docker Swarm
+    /// jobs); a step's own `executor = "container"` still wins.
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<RunExecutor>,
     /// Output format (`human` on a terminal; use `plain` or `json` in scripts).
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -49,6 +53,15 @@ pub struct ExecArgs {
     pub state: StateArgs,
     #[command(flatten)]
     pub secrets: super::env::SecretArgs,
+}
+
+/// Executors `--executor` can make the default for container steps.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunExecutor {
+    /// A local container on the Docker Engine (the default).
+    Container,
+    /// A Docker Swarm job on the swarm `DOCKER_HOST` manages (docs/swarm.md).
+    Swarm,
 }
 
 /// Where the state store lives.
@@ -153,6 +166,9 @@ pub fn execute(
     let mut renderer = Renderer::new(exec.output);
     let mut sched = Scheduler::new(plan, store, run_id, opts, &mut renderer);
     sched.set_gates(super::gates::options(exec));
+    if exec.executor == Some(RunExecutor::Swarm) {
+        pipe_runtime::executor::swarm::make_default(sched.registry_mut());
+    }
     let (end, _) = sched
         .execute(prior, resumed)
         .map_err(|e| Failure::invalid(e.to_string()))?;

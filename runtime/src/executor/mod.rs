@@ -9,6 +9,7 @@ pub mod docker_run;
 pub mod scan;
 pub mod services;
 pub mod shell;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -154,6 +155,7 @@ impl Registry {
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
         crate::deploy::register(&mut r);
+        r.register("swarm", Arc::new(swarm::Swarm));
         r
     }
 
@@ -267,9 +269,10 @@ mod tests {
 
     #[test]
     fn unknown_executor_is_named() {
-        let Err(e) = Registry::builtin().get("swarm") else {
-            panic!("swarm has no executor yet");
+        let Err(e) = Registry::builtin().get("nomad") else {
+            panic!("nomad has no executor");
         };
-        assert!(e.contains("no executor for `swarm` yet"), "{e}");
+        assert!(e.contains("no executor for `nomad` yet"), "{e}");
+        assert!(e.contains("swarm"), "{e}");
     }
 }
