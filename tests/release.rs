@@ -309,6 +309,9 @@ impl Project {
             "monitor_interval=2s",
             "-p",
             "approvers=alice",
+            // The chaos scripts have their own tests (tests/chaos.rs).
+            "-p",
+            "run_chaos=false",
         ];
         args.extend_from_slice(extra);
         self.cmd(&args)
