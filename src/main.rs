@@ -8,6 +8,7 @@ mod git;
 mod lsp;
 mod project;
 mod render;
+mod report;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -85,7 +86,7 @@ enum Command {
     },
     /// Show a pipeline's DAG with estimates, slack and the critical path.
     Graph {
-        /// A pipeline name (pipelines/<name>.pipe, or a pipeline of that name) or a path.
+        /// A pipeline name (`pipelines/NAME.pipe`, or a pipeline of that name) or a path.
         pipeline: String,
         #[command(flatten)]
         plan: PlanArgs,
@@ -217,6 +218,10 @@ enum Command {
         #[command(subcommand)]
         target: ExportTarget,
     },
+    /// Write a run's report: a self-contained HTML page, a Markdown summary or JSON.
+    Report(commands::report::ReportArgs),
+    /// Print reference documentation: the CLI (`--cli`) or a stdlib module (`std/docker`).
+    Doc(commands::doc::DocArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate for.
@@ -394,6 +399,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let ctx = context(&project, &plan);
             print(&commands::export::github(&project, &pipeline, &ctx, &out)?)
         }
+        Command::Report(args) => commands::report::run(&project, &args),
+        Command::Doc(args) => print(&commands::doc::run(&args, &Cli::command())?),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "pipe", &mut buf);

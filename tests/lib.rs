@@ -4,9 +4,11 @@
 mod common;
 
 mod audit_service;
+mod chaos;
 mod check;
 mod deploy;
 mod docker;
+mod docs;
 mod env;
 mod examples;
 mod export;
@@ -17,5 +19,6 @@ mod http;
 mod list;
 mod lsp;
 mod release;
+mod report;
 mod run;
 mod swarm;

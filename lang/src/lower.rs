@@ -110,6 +110,20 @@ const CHAOS_ATTRS: &[&str] = &[
     "description",
     "required",
 ];
+/// The parameters of a `fault KIND { ... }` (the runtime checks their values,
+/// see docs/chaos.md).
+fn fault_params(kind: &str) -> Vec<&'static str> {
+    let mut p = vec!["rate", "after", "for", "path", "method"];
+    p.extend_from_slice(match kind {
+        "latency" => &["delay", "jitter"][..],
+        "http_status" => &["status", "retry_after", "body", "headers"],
+        "bandwidth" => &["bytes_per_second"],
+        "slow_body" | "slicer" => &["chunk", "delay"],
+        "kill" => &["signal"],
+        _ => &[],
+    });
+    p
+}
 const RETRY_ATTRS: &[&str] = &[
     "attempts",
     "backoff",
@@ -2116,9 +2130,15 @@ impl<'a> Lowerer<'a> {
             self.unknown_ref("fault", &kind, label.span, KINDS.iter().copied());
             return;
         }
+        let allowed = fault_params(&kind);
+        let place = format!("fault `{kind}`");
         let mut m = IndexMap::new();
         m.insert("kind".to_string(), Value::Str(kind));
         for a in &b.body.attrs {
+            if !allowed.contains(&a.key.name.as_str()) {
+                self.unknown_attr(&a.key, &allowed, &place);
+                continue;
+            }
             match self.fold_in(&a.value, scope) {
                 Some(Folded::Value(v)) => {
                     if a.key.name == "rate" {

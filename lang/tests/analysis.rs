@@ -578,3 +578,17 @@ fn valid_pipeline_has_no_diagnostics() {
     );
     assert_eq!(plan.handlers().len(), 1);
 }
+
+analysis!(
+    unknown_fault_parameter,
+    "pipeline p {\n  stage s {\n    chaos api {\n      upstream = \"http://x\"\n      fault latency { dealy = 3s }\n    }\n  }\n}",
+    [(
+        "pipe::unknown-attribute",
+        91,
+        5,
+        23,
+        "dealy",
+        "unknown attribute `dealy` in fault `latency`",
+        Some("did you mean `delay`?")
+    ),]
+);

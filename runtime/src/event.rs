@@ -118,6 +118,21 @@ pub enum Event {
         gates: Vec<String>,
         duration_ms: u64,
     },
+    /// A chaos block was torn down with the rest of its stage: what it did
+    /// (see docs/chaos.md for the report).
+    ChaosReport {
+        run: i64,
+        step: String,
+        summary: String,
+        report: serde_json::Value,
+    },
+    /// A step of a stage that is not required failed: the run goes on and
+    /// its exit code is not affected.
+    Warning {
+        run: i64,
+        step: String,
+        message: String,
+    },
     RunFinished {
         run: i64,
         /// `succeeded`, `failed` or `interrupted`.
@@ -156,6 +171,8 @@ impl Event {
                 }
             }
             Event::GateRefused { reason, .. } => *reason = f(reason),
+            Event::Warning { message, .. } => *message = f(message),
+            Event::ChaosReport { summary, .. } => *summary = f(summary),
             Event::RunStarted { .. }
             | Event::GateExpired { .. }
             | Event::GatePrompt { .. }

@@ -3,6 +3,7 @@
 //! store before emitting an [`event`] about it. See docs/runtime.md.
 
 pub mod cache;
+pub mod chaos;
 pub mod deploy;
 pub mod docker;
 pub mod environment;

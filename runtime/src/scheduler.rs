@@ -364,7 +364,8 @@ impl<'a> Scheduler<'a> {
             .map(|s| {
                 let p = prior.iter().find(|r| r.step_id == s.id);
                 let status = match p.map(|r| r.status.as_str()) {
-                    Some("succeeded") => Status::Succeeded,
+                    // A chaos block's proxy died with the crashed run: start it again.
+                    Some("succeeded") if s.executor != "chaos" => Status::Succeeded,
                     Some("skipped") => Status::Skipped,
                     _ => Status::Pending,
                 };
@@ -425,6 +426,16 @@ impl<'a> Scheduler<'a> {
         });
 
         loop {
+            // Chaos blocks end with the rest of their stage (crate::chaos).
+            if let Some(id) = self
+                .settle_chaos(steps, &mut slots, stopping, false)
+                .await?
+            {
+                if is_main {
+                    failed = true;
+                    failed_step.get_or_insert(id);
+                }
+            }
             // Start what can start.
             if !stopping {
                 let mut blocked = Vec::new();
@@ -515,6 +526,13 @@ impl<'a> Scheduler<'a> {
                         }
                     };
                     let step = steps[i];
+                    // The raw `$PIPE_OUTPUT` file may hold secrets in clear;
+                    // its outputs were read and are stored masked.
+                    let log = self.store.log_path(self.run_id, &step.id, slots[i].attempt);
+                    let _ = std::fs::remove_file(log.with_extension("outputs"));
+                    if after_on_failure {
+                        let _ = std::fs::remove_file(log.with_extension("on_failure.outputs"));
+                    }
                     if outcome.ending == Ending::Succeeded {
                         running -= 1;
                         release(step, &mut groups);
@@ -635,6 +653,12 @@ impl<'a> Scheduler<'a> {
             self.record(steps[i], s)?;
             self.finished_event(steps[i], s, false);
         }
+        if let Some(id) = self.settle_chaos(steps, &mut slots, true, true).await? {
+            if is_main {
+                failed = true;
+                failed_step.get_or_insert(id);
+            }
+        }
         if is_main {
             self.views = steps
                 .iter()
@@ -669,6 +693,65 @@ impl<'a> Scheduler<'a> {
             location: (!ok).then(|| self.plan.location(step.span)),
             required: step.required,
         });
+        if s.status == Status::Failed && !step.required {
+            self.emit(Event::Warning {
+                run: self.run_id,
+                step: step.id.clone(),
+                message: format!(
+                    "`{}` failed, but stage `{}` is not required: the run goes on",
+                    step.id, step.stage
+                ),
+            });
+        }
+    }
+
+    /// Tears down the chaos blocks whose stage is over (every one with
+    /// `all`), records each report as the block's `report` output, and
+    /// returns a required block whose faults could not be injected.
+    async fn settle_chaos(
+        &mut self,
+        steps: &[&PlanStep],
+        slots: &mut [Slot],
+        stopping: bool,
+        all: bool,
+    ) -> Result<Option<String>, StateError> {
+        if !crate::chaos::any_active(&self.token_base) {
+            return Ok(None);
+        }
+        let status = |i: usize| slots[i].status.as_str();
+        let ended = crate::chaos::settle(&self.token_base, |id| {
+            all || steps
+                .iter()
+                .find(|s| s.id == id)
+                .is_none_or(|s| crate::chaos::stage_over(steps, &status, stopping, &s.stage))
+        })
+        .await;
+        let mut failed = None;
+        for e in ended {
+            let Some(i) = steps.iter().position(|s| s.id == e.step_id) else {
+                continue;
+            };
+            let s = &mut slots[i];
+            s.outputs.insert("report".into(), e.report.to_string());
+            if let Some(err) = &e.error {
+                s.status = Status::Failed;
+                s.error = Some(err.clone());
+            }
+            self.record(steps[i], &slots[i])?;
+            self.emit(Event::ChaosReport {
+                run: self.run_id,
+                step: e.step_id.clone(),
+                summary: e.summary,
+                report: e.report,
+            });
+            if e.error.is_some() {
+                self.finished_event(steps[i], &slots[i], false);
+                if steps[i].required {
+                    failed.get_or_insert(e.step_id);
+                }
+            }
+        }
+        Ok(failed)
     }
 
     /// The scope a step's expressions see.

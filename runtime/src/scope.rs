@@ -97,6 +97,19 @@ impl Scope for RunScope<'_> {
                 None => Lookup::Missing,
             },
             "run" => Lookup::Found(Value::Map(self.run.clone()), 0),
+            // `chaos.NAME.url`: the outputs of the chaos block NAME.
+            "chaos" => match key(0).and_then(|n| (self.find)(n)) {
+                Some(s) => Lookup::Found(
+                    Value::Map(
+                        s.outputs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+                            .collect(),
+                    ),
+                    1,
+                ),
+                None => Lookup::Missing,
+            },
             _ => Lookup::Missing,
         }
     }

@@ -79,6 +79,15 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+/// One change of a step's status, as `put_step` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub step_id: String,
+    pub attempt: u32,
+    pub status: String,
+    pub at_ms: i64,
+}
+
 /// The SQLite state store of one project.
 pub struct Store {
     conn: Connection,
@@ -112,6 +121,14 @@ CREATE TABLE IF NOT EXISTS steps (
   outputs TEXT NOT NULL DEFAULT '{}',
   error TEXT,
   PRIMARY KEY (run_id, step_id)
+);
+-- Every status a step went through, in order: the run report's timeline.
+CREATE TABLE IF NOT EXISTS step_history (
+  run_id INTEGER NOT NULL,
+  step_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cache (
   key TEXT PRIMARY KEY,
@@ -293,10 +310,19 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a step's record (insert or replace).
+    /// Writes a step's record (insert or replace) and appends the change to
+    /// the step's history, in one transaction.
     pub fn put_step(&self, run: i64, s: &StepRecord) -> Result<(), StateError> {
-        self.conn
-            .execute(
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err(&e))?;
+        tx.execute(
+            "INSERT INTO step_history (run_id, step_id, attempt, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run, s.step_id, s.attempt, s.status, now_ms()],
+        )
+        .map_err(|e| self.err(&e))?;
+        tx.execute(
                 "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -312,7 +338,28 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(&e))?;
-        Ok(())
+        tx.commit().map_err(|e| self.err(&e))
+    }
+
+    /// Every status change of a run's steps, oldest first (see [`Transition`]).
+    pub fn history(&self, run: i64) -> Result<Vec<Transition>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT step_id, attempt, status, at_ms FROM step_history WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(&e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok(Transition {
+                    step_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    status: r.get(2)?,
+                    at_ms: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(&e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(&e))
     }
 
     fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -556,6 +603,16 @@ mod tests {
         assert_eq!(steps[0].status, "succeeded");
         assert_eq!(steps[0].outputs["k"], "v");
         assert_eq!(store.run(id).unwrap().sources[0].1, "pipeline p {}");
+        let h: Vec<(String, u32)> = store
+            .history(id)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.status, t.attempt))
+            .collect();
+        assert_eq!(
+            h,
+            [("running".to_string(), 1), ("succeeded".to_string(), 1)]
+        );
     }
 
     #[test]

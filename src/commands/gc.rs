@@ -28,6 +28,9 @@ pub fn run(project: &Project, state: &StateArgs) -> Result<String, Failure> {
         }
         Err(e) => out.push_str(&format!("ledger not reconciled: {e}\n")),
     }
+    for c in &report.unpaused {
+        out.push_str(&format!("unpaused container {c}\n"));
+    }
     for c in &report.containers {
         out.push_str(&format!("removed container {c}\n"));
     }
@@ -80,6 +83,9 @@ pub fn for_resume(run_key: &str) {
     if let Ok(report) = gc::collect_blocking(Some(run_key)) {
         for c in &report.containers {
             eprintln!("removed leftover container {c}");
+        }
+        for c in &report.unpaused {
+            eprintln!("unpaused container {c}");
         }
     }
     if let Ok(report) = swarm_gc::collect_blocking(Some(run_key)) {

@@ -1,4 +1,5 @@
-//! `pipe graph`: the DAG with its critical path, as text, DOT, Mermaid or JSON.
+//! `pipe graph`: the DAG with its critical path, as text, DOT, Mermaid, JSON
+//! or SVG.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -13,6 +14,8 @@ pub enum Format {
     Dot,
     Mermaid,
     Json,
+    /// Drawn by a pure-Rust layout: no Graphviz needed.
+    Svg,
 }
 
 pub fn render(plan: &Plan, format: Format) -> String {
@@ -26,6 +29,7 @@ pub fn render(plan: &Plan, format: Format) -> String {
         Format::Dot => dot(plan, &sched),
         Format::Mermaid => mermaid(plan, &sched),
         Format::Json => json(plan, &sched),
+        Format::Svg => svg(plan, &sched),
     }
 }
 
@@ -249,6 +253,57 @@ pub fn mermaid(plan: &Plan, sched: &Schedule) -> String {
         let _ = writeln!(out, "  class {} critical", crit.join(","));
     }
     out
+}
+
+/// The DAG as a standalone SVG file: estimates and slack in each box, the
+/// critical path in red (see [`crate::report::dag`]).
+pub fn svg(plan: &Plan, sched: &Schedule) -> String {
+    use crate::report::dag::{svg_file, Edge, Node};
+    let labels: Vec<String> = plan
+        .steps()
+        .iter()
+        .zip(&sched.steps)
+        .map(|(s, t)| {
+            format!(
+                "{}\nest {} · slack {}",
+                s.id,
+                dur(t.duration_ms),
+                dur(t.slack_ms)
+            )
+        })
+        .collect();
+    let on_path: Vec<bool> = (0..plan.steps().len())
+        .map(|i| sched.path.contains(&i))
+        .collect();
+    let nodes: Vec<Node<'_>> = plan
+        .steps()
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .map(|(i, (s, label))| Node {
+            id: &s.id,
+            label: label.clone(),
+            critical: on_path[i],
+            class: "",
+            fill: "#ffffff",
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for (i, s) in plan.steps().iter().enumerate() {
+        for &n in &s.needs {
+            let critical = sched.path.windows(2).any(|w| w[0] == n && w[1] == i);
+            edges.push(Edge {
+                from: n,
+                to: i,
+                critical,
+            });
+        }
+    }
+    svg_file(
+        &format!("{} — critical path {}", plan.pipeline, dur(sched.length_ms)),
+        &nodes,
+        &edges,
+    )
 }
 
 fn stage_id(name: &str) -> String {

@@ -3,6 +3,7 @@
 pub mod approve;
 pub mod check;
 pub mod deployments;
+pub mod doc;
 pub mod env;
 pub mod export;
 pub mod fmt;
@@ -11,6 +12,7 @@ pub mod gc;
 pub mod graph;
 pub mod list;
 pub mod logs;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod run;

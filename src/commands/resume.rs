@@ -141,7 +141,7 @@ fn finish(ws: &Workspace, record: &pipe_runtime::state::RunRecord) -> Result<Pla
 }
 
 /// Lowers the run's pipeline again from its stored snapshot and context.
-fn plan_from_snapshot(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
+pub(crate) fn plan_from_snapshot(record: &pipe_runtime::state::RunRecord) -> Result<Plan, Failure> {
     let files: IndexMap<String, String> = record.sources.iter().cloned().collect();
     let mut roots = Vec::new();
     for r in &record.roots {

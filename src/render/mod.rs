@@ -20,6 +20,10 @@ pub struct Renderer {
     format: Output,
     /// (step, status, attempt, duration) of finished steps, for the summary.
     finished: Vec<(String, String, u32, u64)>,
+    /// (step, summary) of chaos blocks torn down, for the summary.
+    chaos: Vec<(String, String)>,
+    /// Whether the summary may use colour (a terminal, not `NO_COLOR`).
+    color: bool,
 }
 
 impl Renderer {
@@ -36,6 +40,8 @@ impl Renderer {
         Renderer {
             format,
             finished: Vec::new(),
+            chaos: Vec::new(),
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
     }
 
@@ -213,6 +219,17 @@ impl Sink for Renderer {
                 gates.join(", "),
                 duration(*duration_ms)
             )),
+            Event::Warning { step, message, .. } => {
+                // The step is shown as a warning, not a failure, in the summary.
+                if let Some(f) = self.finished.iter_mut().rev().find(|f| f.0 == *step) {
+                    f.1 = "warning".into();
+                }
+                Self::line(&format!("[{step}] warning: {message}"));
+            }
+            Event::ChaosReport { step, summary, .. } => {
+                self.chaos.push((step.clone(), summary.clone()));
+                Self::line(&format!("[{step}] chaos report: {summary}"));
+            }
             Event::RunFinished {
                 run,
                 status,
@@ -232,10 +249,23 @@ impl Sink for Renderer {
                         "step", "status", "attempts", "duration"
                     ));
                     for (step, st, a, d) in &self.finished {
-                        Self::line(&format!("{step:w$}  {st:10}  {a:>8}  {:>9}", duration(*d)));
+                        let status = format!("{st:10}");
+                        let status = match (self.color, st.as_str()) {
+                            (true, "warning") => format!("\x1b[33m{status}\x1b[0m"),
+                            (true, "failed") => format!("\x1b[31m{status}\x1b[0m"),
+                            _ => status,
+                        };
+                        Self::line(&format!("{step:w$}  {status}  {a:>8}  {:>9}", duration(*d)));
+                    }
+                    for (step, summary) in &self.chaos {
+                        Self::line(&format!("chaos {step}: {summary}"));
                     }
                 }
                 let mut s = format!("[run {run}] {status} in {}", duration(*duration_ms));
+                let warnings = self.finished.iter().filter(|f| f.1 == "warning").count();
+                if warnings > 0 {
+                    s.push_str(&format!(" with {warnings} warning(s)"));
+                }
                 if let Some(f) = failed_step {
                     s.push_str(&format!(" (first failure: {f})"));
                 }

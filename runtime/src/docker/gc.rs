@@ -20,6 +20,8 @@ pub struct Report {
     /// `name (run, step)` of each removed container.
     pub containers: Vec<String>,
     pub networks: Vec<String>,
+    /// Containers a chaos `pause` of a dead run left paused, now unpaused.
+    pub unpaused: Vec<String>,
     /// Containers of live runs, or created on another host, left alone.
     pub kept: usize,
     /// Removals that failed, with the reason.
@@ -58,6 +60,9 @@ pub async fn collect(docker: &Docker, only_run: Option<&str>) -> Result<Report, 
         .await
         .map_err(|e| format!("cannot list containers: {}", describe(&e)))?;
     let mut report = Report::default();
+    let (unpaused, errors) = crate::chaos::container::collect(docker, only_run).await;
+    report.unpaused = unpaused;
+    report.errors = errors;
     for c in list {
         let labels = c.labels.unwrap_or_default();
         let owner = labels.get(LABEL_OWNER).map_or("", String::as_str);

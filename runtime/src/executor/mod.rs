@@ -154,8 +154,9 @@ impl Registry {
         r.register("policy", Arc::new(crate::gate::policy::Policy));
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
-        crate::deploy::register(&mut r);
         r.register("swarm", Arc::new(swarm::Swarm));
+        crate::deploy::register(&mut r);
+        r.register("chaos", Arc::new(crate::chaos::Chaos));
         r
     }
 
