@@ -18,6 +18,7 @@ mod graph;
 mod http;
 mod list;
 mod lsp;
+mod release;
 mod report;
 mod run;
 mod swarm;

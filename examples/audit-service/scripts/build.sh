@@ -12,7 +12,9 @@
 # workspace's, and a nested cargo must not wait on the outer one's lock).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-root="$(cd "$here/../.." && pwd)"
+# AUDIT_WORKSPACE: the cargo workspace holding the crate, when this copy of the
+# example is not inside it (tests run release.pipe in a scratch project).
+root="${AUDIT_WORKSPACE:-$(cd "$here/../.." && pwd)}"
 target_dir="${AUDIT_TARGET_DIR:-${CARGO_TARGET_DIR:-$root/target}/audit-static}"
 triple="x86_64-unknown-linux-gnu"
 dist="${AUDIT_DIST:-$here/dist}"

@@ -356,7 +356,13 @@ pub async fn active_container(
         .map(|c| c.id))
 }
 
+/// Held from the inspect to the create: the Engine accepts two networks of
+/// one name, so two deployments of a run starting at once (release.pipe's API
+/// and worker) would each create one, and neither could attach by name.
+static NETWORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn ensure_network(cx: &Cx<'_>, net: &str) -> Result<(), String> {
+    let _one_at_a_time = NETWORK_LOCK.lock().await;
     let d = &cx.docker;
     if d.inspect_network(net, None::<InspectNetworkOptions>)
         .await
