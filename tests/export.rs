@@ -211,7 +211,7 @@ fn the_release_pipeline_exports_workflows_that_pass_three_checkers() {
         "{prod}"
     );
     assert!(
-        prod.contains("docker push 127.0.0.1:5000/audit-api:v0.0.0-dev"),
+        prod.contains("docker push 127.0.0.1:5000/audit-api:v0.0.0-snapshot"),
         "{prod}"
     );
     assert!(
