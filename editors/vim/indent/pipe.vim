@@ -87,8 +87,25 @@ function! s:HasSyntax() abort
   return exists('g:syntax_on') && get(b:, 'current_syntax', '') ==# 'pipe'
 endfunction
 
+let s:string_items = '^pipe\%(String\|Escape\|Quote\|Interp\)'
+
+" Whether line lnum starts inside a multi-line string. A line that begins
+" with `"` opens a new string (a list item, say) unless the line before it
+" ends inside a string.
 function! s:InString(lnum) abort
-  return s:HasSyntax() && synIDattr(synID(a:lnum, 1, 1), 'name') =~# '^pipe\%(String\|Escape\|Quote\|Interp\)'
+  if !s:HasSyntax() || synIDattr(synID(a:lnum, 1, 1), 'name') !~# s:string_items
+    return 0
+  endif
+  if getline(a:lnum)[0] !=# '"'
+    return 1
+  endif
+  let p = prevnonblank(a:lnum - 1)
+  if p == 0
+    return 0
+  endif
+  let line = getline(p)
+  let c = strlen(line)
+  return synIDattr(synID(p, c, 1), 'name') =~# s:string_items && line[c - 1] !=# '"'
 endfunction
 
 " Like s:Brackets, but asks the syntax items which brackets are code, so that
