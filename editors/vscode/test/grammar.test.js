@@ -96,8 +96,8 @@ test('keywords that start declarations', () => {
   expectScope(release, 'assert production_is_gated', 'keyword.other.assert.pipe');
   expectScope(release, 'assert production_is_gated', 'entity.name.section.assert.pipe', { offset: 7 });
   expectScope(release, 'through = [', 'variable.other.property.pipe');
-  expectScope(release, 'on failure', 'keyword.control.on.pipe');
-  expectScope(release, 'on failure', 'constant.language.handler.pipe', { offset: 3 });
+  expectScope(release, 'on failure {', 'keyword.control.on.pipe');
+  expectScope(release, 'on failure {', 'constant.language.handler.pipe', { offset: 3 });
   expectScope(deploy, 'template container', 'keyword.other.template.pipe');
   expectScope(deploy, 'template container', 'entity.name.function.template.pipe', { offset: 9 });
   expectScope('import "std/http" as web\n', 'as web', 'keyword.control.as.pipe');
@@ -105,10 +105,10 @@ test('keywords that start declarations', () => {
 });
 
 test('keywords used as keys or names are not keywords', () => {
-  // `env = staging` sets a stage's environment; `env.API_URL` reads it.
+  // `env = staging` sets a stage's environment; `env.DATA_DIR` reads it.
   expectScope(release, 'env   = staging', 'variable.other.property.pipe');
   expectNoScope(release, 'env   = staging', 'keyword.other');
-  expectNoScope(release, 'env.API_URL', 'keyword.other');
+  expectNoScope(release, 'env.DATA_DIR', 'keyword.other');
   expectScope(release, 'chaos.pagespeed.url', 'variable.other.pipe');
   expectScope(release, 'stage chaos', 'entity.name.section.stage.pipe', { offset: 6 });
 });
