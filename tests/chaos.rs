@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pipe_runtime::chaos::{Fault, Proxy, Spec};
 
-use crate::common::pipe_bin;
+use crate::common::{finish, pipe_bin, Ran};
 
 /// A keep-alive HTTP/1.1 server on 127.0.0.1: `GET /big` answers 10,000
 /// bytes, anything else `hello <path>`. It counts the requests it served.
@@ -431,25 +431,6 @@ struct Proj {
     dir: tempfile::TempDir,
 }
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
 impl Proj {
     fn new(pipeline: &str) -> Proj {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -478,28 +459,6 @@ impl Proj {
 
     fn run(&self, args: &[&str], bound: Duration) -> Ran {
         finish(self.spawn(args), bound)
-    }
-}
-
-fn finish(mut child: Child, bound: Duration) -> Ran {
-    let t0 = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if t0.elapsed() > bound {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "pipe did not finish within {bound:?}\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -160,3 +160,66 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// What a `pipe` child printed and how it ended.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Ran {
+    /// Both streams, labelled, for assertion messages.
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    /// The JSON events among stdout's lines (`--output json`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Waits for a spawned child with piped stdout/stderr, at most `bound`: both
+/// pipes are drained on threads (a chatty child never blocks on a full pipe),
+/// and a child still running at the bound is killed and the test fails with
+/// what it printed.
+pub fn finish(mut child: std::process::Child, bound: Duration) -> Ran {
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    }
+    let t_out = drain(child.stdout.take());
+    let t_err = drain(child.stderr.take());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if t0.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "pipe did not finish within {bound:?}\n{}{}",
+                t_out.join().unwrap_or_default(),
+                t_err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ran {
+        code: status.code().unwrap_or(-1),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+        took: t0.elapsed(),
+    }
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::pipe_bin;
+use crate::common::{finish, pipe_bin, Ran};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -31,18 +31,6 @@ fn engine() -> Docker {
     let d = Docker::connect_with_local_defaults().expect("docker client");
     rt().block_on(d.negotiate_version())
         .expect("the Docker Engine does not answer: run `bash .ci/docker-up.sh`")
-}
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
 }
 
 /// A project with a busybox rootfs, app images `<id>-app:v1`, `:v2`, `:bad`
@@ -302,40 +290,6 @@ impl Drop for Proj {
             }),
             None,
         ));
-    }
-}
-
-fn finish(mut child: Child, bound: Duration) -> Ran {
-    let t0 = Instant::now();
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    while child.try_wait().expect("try_wait").is_none() {
-        if t0.elapsed() > bound {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "pipe did not finish within {bound:?}\n{}{}",
-                t_out.join().unwrap_or_default(),
-                t_err.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = child.wait().expect("wait");
-    Ran {
-        code: status.code().unwrap_or(-1),
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
     }
 }
 

@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
 use bollard::Docker;
 
-use crate::common::pipe_bin;
+use crate::common::{finish, pipe_bin, Ran};
 
 /// A project in a temp dir with a busybox rootfs at `rootfs/`, and the images
 /// it made (removed on drop).
@@ -21,18 +21,6 @@ struct Proj {
     /// A name unique to this test: images and steps carry it.
     id: String,
     images: Vec<String>,
-}
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -158,28 +146,6 @@ impl Drop for Proj {
                 None,
             ));
         }
-    }
-}
-
-fn finish(mut child: Child, bound: Duration) -> Ran {
-    let t0 = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if t0.elapsed() > bound {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "pipe did not finish within {bound:?}\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -5,16 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::pipe_bin;
+use crate::common::{finish, pipe_bin, Ran};
 
 struct Proj {
     dir: tempfile::TempDir,
-}
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl Proj {
@@ -60,27 +54,6 @@ impl Proj {
 
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.path(rel)).unwrap_or_default()
-    }
-}
-
-fn finish(mut child: Child, bound: Duration) -> Ran {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
-        if t0.elapsed() > bound {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pipe did not finish within {bound:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

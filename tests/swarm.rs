@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::pipe_bin;
+use crate::common::{finish, pipe_bin, Ran};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -86,18 +86,6 @@ struct Proj {
     id: String,
     image: String,
     _swarm: SwarmHold,
-}
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
 }
 
 impl Proj {
@@ -262,28 +250,6 @@ impl Drop for Proj {
             }),
             None,
         ));
-    }
-}
-
-fn finish(mut child: Child, bound: Duration) -> Ran {
-    let t0 = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if t0.elapsed() > bound {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "pipe did not finish within {bound:?}\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
