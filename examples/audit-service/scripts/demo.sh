@@ -9,6 +9,7 @@
 # Arguments go to `pipe run release` (default: --env staging).
 #  1. .ci/docker-up.sh: dockerd, busybox-static, a registry on 127.0.0.1:5000
 #     (the base image itself is made by release.pipe's build stage, offline);
+#     .ci/example-deps.sh: static libc, readelf and Trivy (PyPI wheel);
 #  2. builds pipe (cargo, debug profile) into $CARGO_TARGET_DIR or target/;
 #  3. the secrets, made once in .pipe/secrets (one file each, mode 600):
 #     API_TOKEN, SMOKE_TOKEN (the same value) and SLACK_WEBHOOK, which points
@@ -20,6 +21,7 @@ root="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$root"
 
 bash .ci/docker-up.sh
+bash .ci/example-deps.sh
 
 echo "== demo: building pipe"
 cargo build --locked --bin pipe
