@@ -165,7 +165,8 @@ struct Project {
     prefix: String,
     staging_port: u16,
     prod_port: u16,
-    chaos_port: u16,
+    slow_site_port: u16,
+    limited_site_port: u16,
     hook: Hook,
 }
 
@@ -217,7 +218,8 @@ impl Project {
             prefix,
             staging_port: free_port(),
             prod_port: free_port(),
-            chaos_port: free_port(),
+            slow_site_port: free_port(),
+            limited_site_port: free_port(),
             hook,
         };
         p.git(&["init", "-q", "-b", "main"]);
@@ -278,12 +280,15 @@ impl Project {
             format!("prod_port={}", self.prod_port),
         );
         let prefix = format!("prefix={}", self.prefix);
-        let cp = format!("chaos_port={}", self.chaos_port);
+        let slow = format!("slow_site_port={}", self.slow_site_port);
+        let limited = format!("limited_site_port={}", self.limited_site_port);
         let mut args = vec![
             "run",
             "release",
             "-p",
-            &cp,
+            &slow,
+            "-p",
+            &limited,
             "-p",
             &prefix,
             "-p",
@@ -767,33 +772,45 @@ fn the_chaos_stage_runs_for_real_in_a_release_and_is_required_on_a_release_branc
         "no warning on a release branch: {}",
         r.all()
     );
-    // The summary: the proxy's report, after the stage's last step.
-    let report = ev
-        .iter()
-        .find(|e| e["event"] == "chaos_report")
-        .unwrap_or_else(|| panic!("no chaos report: {}", r.all()));
-    assert_eq!(report["step"], "chaos.pagespeed", "{report}");
-    let rep = &report["report"];
-    assert!(rep["requests"].as_u64().unwrap_or(0) > 0, "{report}");
-    let injected = |kind: &str| rep["injected"][kind].as_u64().unwrap_or(0);
-    assert!(
-        injected("http_status") + injected("latency") > 0,
-        "faults were injected: {report}"
-    );
-    // The same report is the chaos block's output.
+    // The summary: each proxy's report, after the stage's last step, and
+    // the same report as its chaos block's output.
     let st = p.run(&["status", "--format", "json"], Duration::from_secs(30));
     let status: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
-    let block = status["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["step"] == "chaos.pagespeed")
-        .unwrap_or_else(|| panic!("no chaos.pagespeed in {status}"))
-        .clone();
-    let saved: serde_json::Value =
-        serde_json::from_str(block["outputs"]["report"].as_str().expect("report output"))
-            .expect("report json");
-    assert_eq!(saved["requests"], rep["requests"], "{block}");
+    for (block, fault) in [
+        ("chaos.slow_pagespeed", "latency"),
+        ("chaos.limited_pagespeed", "http_status"),
+    ] {
+        let report = ev
+            .iter()
+            .find(|e| e["event"] == "chaos_report" && e["step"] == block)
+            .unwrap_or_else(|| panic!("no chaos report of {block}: {}", r.all()));
+        let rep = &report["report"];
+        assert!(rep["requests"].as_u64().unwrap_or(0) > 0, "{report}");
+        assert!(
+            rep["injected"][fault].as_u64().unwrap_or(0) > 0,
+            "{fault} faults were injected: {report}"
+        );
+        let step = status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["step"] == block)
+            .unwrap_or_else(|| panic!("no {block} in {status}"))
+            .clone();
+        let saved: serde_json::Value =
+            serde_json::from_str(step["outputs"]["report"].as_str().expect("report output"))
+                .expect("report json");
+        assert_eq!(saved["requests"], rep["requests"], "{step}");
+        // Nothing of it is left: the fault proxy's port is closed.
+        let port: u16 = step["outputs"]["port"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no port output: {step}"));
+        assert!(
+            !listening(port),
+            "the fault proxy of {block} on {port} is gone"
+        );
+    }
     // The scripts' own summaries are in their logs.
     for (step, name) in [
         ("timeouts", "chaos timeouts: 3 audits"),
@@ -807,21 +824,10 @@ fn the_chaos_stage_runs_for_real_in_a_release_and_is_required_on_a_release_branc
             logs.all()
         );
     }
-    // Nothing of the chaos stage is left: neither the fault proxy nor the
-    // upstream site the scripts served.
-    let proxy_port: u16 = block["outputs"]["port"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no port output: {block}"));
-    assert!(
-        !listening(proxy_port),
-        "the fault proxy on {proxy_port} is gone"
-    );
-    assert!(
-        !listening(p.chaos_port),
-        "the upstream on {} is gone",
-        p.chaos_port
-    );
+    // Nor are the sites the scripts served.
+    for port in [p.slow_site_port, p.limited_site_port] {
+        assert!(!listening(port), "the upstream on {port} is gone");
+    }
     // Staging was released as usual beside it.
     assert_eq!(version_at(p.staging_port), "1.0.0");
     p.assert_only_the_deployed_services(&["api-staging", "worker-staging"]);
