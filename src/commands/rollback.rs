@@ -15,7 +15,12 @@ use crate::project::Project;
 /// (`.pipe/secrets/<env>/NAME`, see docs/environments.md) and never from
 /// another's; `secret_keys` are their names, from the ledger.
 fn pipeline(env: &str, secret_keys: &[String]) -> String {
-    let scoped = is_ident(env);
+    // A name the language reserves cannot be an env block: no scope then.
+    const KEYWORDS: &[&str] = &[
+        "pipeline", "stage", "step", "env", "gate", "chaos", "assert", "import", "template",
+        "param", "for", "in", "if", "on", "true", "false", "null",
+    ];
+    let scoped = is_ident(env) && !KEYWORDS.contains(&env);
     let quoted: Vec<String> = secret_keys.iter().map(|k| format!("\"{k}\"")).collect();
     let env_block = if scoped {
         format!(
