@@ -252,23 +252,25 @@ impl Drop for Proj {
     fn drop(&mut self) {
         let d = engine();
         let rt = rt();
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("dev.pipe.deploy.service={}-web", self.id)],
-        )]);
-        if let Ok(list) = rt.block_on(d.list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))) {
-            for c in list.into_iter().filter_map(|c| c.id) {
-                let _ = rt.block_on(d.remove_container(
-                    &c,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                ));
+        for svc in ["web", "other"] {
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![format!("dev.pipe.deploy.service={}-{svc}", self.id)],
+            )]);
+            if let Ok(list) = rt.block_on(d.list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))) {
+                for c in list.into_iter().filter_map(|c| c.id) {
+                    let _ = rt.block_on(d.remove_container(
+                        &c,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    ));
+                }
             }
         }
         let _ = rt.block_on(d.remove_network(&format!("{}-net", self.id)));
@@ -760,6 +762,18 @@ pipeline release {{
       ready_within = 8s
       drain        = 1s
     }}
+    # Another service, deployed by the first release only: the failed
+    # second release did not change it, so its rollback leaves it alone.
+    step other = deploy.container {{
+      needs        = [approve]
+      when         = version == "1"
+      image        = "{id}-app:v1"
+      service      = "{id}-other"
+      version      = "1"
+      network      = "{id}-net"
+      env_name     = "test"
+      ready_within = 8s
+    }}
     step monitor {{
       needs = [web]
       run   = "if [ ${{version}} = 2 ]; then echo error rate 0.5 is above 0.05; exit 1; fi"
@@ -767,10 +781,10 @@ pipeline release {{
   }}
 
   on failure {{
+    # No `service`: what this run changed in `test`.
     step rollback = deploy.rollback {{
       when     = run.failed_step == "production.monitor"
       env_name = "test"
-      service  = "{id}-web"
     }}
   }}
 }}
@@ -790,6 +804,19 @@ pipeline release {{
     );
     assert_eq!(r.code, 0, "{}", r.all());
     let addr = p.url();
+    let other = format!("{id}-other");
+    let other_id = || -> (String, bool) {
+        let c = rt()
+            .block_on(engine().inspect_container(
+                &other,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            ))
+            .expect("the other service's container");
+        let running = c.state.and_then(|s| s.running).unwrap_or(false);
+        (c.id.expect("id"), running)
+    };
+    let (other_before, running) = other_id();
+    assert!(running, "{other} runs after the first release");
     let r = p.run(
         &[
             "run",
@@ -807,9 +834,34 @@ pipeline release {{
     assert!(r.all().contains("error rate 0.5"), "{}", r.all());
     let logs = p.run(&["logs", "3", "rollback"], Duration::from_secs(20));
     assert!(logs.stdout.contains("rolling back"), "{}", logs.stdout);
+    assert!(!logs.stdout.contains(&other), "{}", logs.stdout);
     assert_eq!(version_at(&addr), "version=1");
     assert_eq!(p.app_versions(), ["1"]);
-    let ledger = p.ledger();
+    // The service the failed release did not touch: the same container,
+    // still running, and one ledger row, still active.
+    assert_eq!(other_id(), (other_before, true), "{other} was left alone");
+    let st = p.run(&["status", "--format", "json"], Duration::from_secs(20));
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    let rb = st["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "on_failure.rollback")
+        .unwrap_or_else(|| panic!("no rollback step in {st}"))
+        .clone();
+    assert_eq!(rb["outputs"]["services"], format!("{id}-web"), "{rb}");
+    let others: Vec<_> = p
+        .ledger()
+        .into_iter()
+        .filter(|r| r["service"] == other.as_str())
+        .collect();
+    assert_eq!(others.len(), 1, "{others:#?}");
+    assert_eq!(others[0]["status"], "active");
+    let ledger: Vec<_> = p
+        .ledger()
+        .into_iter()
+        .filter(|r| r["service"] == format!("{id}-web").as_str())
+        .collect();
     assert_eq!(ledger[0]["version"], "1");
     assert_eq!(ledger[0]["status"], "active");
     assert_eq!(

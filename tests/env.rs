@@ -1062,3 +1062,108 @@ secrets:
     );
     assert!(!r.all().contains("xyzzy"), "{}", r.all());
 }
+
+/// `printf %s VALUE | sha256sum`: how the test compares a secret a step saw
+/// without the value reaching any output (the run masks it).
+fn sha256_hex(v: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", "printf %s \"$V\" | sha256sum | cut -c1-64"])
+        .env("V", v)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn each_environment_reads_its_own_secrets_and_never_another_s() {
+    let p = Proj::new();
+    let (staging_token, prod_token) = ("staging-token-5f1c9a", "prod-token-0b7e44d2");
+    p.secret(
+        ".pipe/secrets/staging/API_TOKEN",
+        &format!("{staging_token}\n"),
+    )
+    .secret(".pipe/secrets/prod/API_TOKEN", &format!("{prod_token}\n"))
+    .secret(
+        ".pipe/secrets/prod/PROD_DB_PASSWORD",
+        "prod-db-password-77\n",
+    )
+    .secret(
+        ".pipe/secrets/SLACK_WEBHOOK",
+        "https://hooks.example/shared/0123\n",
+    );
+    // Each step writes the hash of the token it was given.
+    let step = |name: &str| {
+        format!(
+            "    step {name} {{\n      env = {{ T = secrets.API_TOKEN, W = secrets.SLACK_WEBHOOK }}\n      run = \"printf %s \\\"$T\\\" | sha256sum | cut -c1-64 > {name}.sha; test -n \\\"$W\\\"\"\n    }}\n"
+        )
+    };
+    let pipeline = |extra: &str| {
+        format!(
+            "pipeline p {{\n  env staging {{\n    secrets = [\"API_TOKEN\"]\n  }}\n  env prod {{\n    secrets = [\"API_TOKEN\"]\n  }}\n  stage build {{\n{}  }}\n  stage staging {{\n    needs = [build]\n    env = staging\n{}{extra}  }}\n  stage production {{\n    needs = [staging]\n    env = prod\n{}  }}\n}}\n",
+            step("built"),
+            step("on_staging"),
+            step("on_prod"),
+        )
+    };
+    p.write("pipelines/p.pipe", &pipeline(""));
+    let sha = |f: &str| {
+        std::fs::read_to_string(p.root().join(f))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+
+    // A staging run: staging's token in staging, and in the stage without an
+    // env (the run's `--env`); production's is not even loaded into a step.
+    let r = p.pipe(&["run", "p", "--env", "staging", "--output", "plain"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(sha("on_staging.sha"), sha256_hex(staging_token));
+    assert_eq!(sha("built.sha"), sha256_hex(staging_token));
+    assert!(!p.root().join("on_prod.sha").exists());
+    assert!(!r.all().contains(prod_token) && !r.all().contains(staging_token));
+
+    // A production run: each stage its own environment's token.
+    for f in ["built.sha", "on_staging.sha"] {
+        std::fs::remove_file(p.root().join(f)).expect("rm");
+    }
+    let r = p.pipe(&["run", "p", "--env", "prod", "--output", "plain"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(sha("on_staging.sha"), sha256_hex(staging_token));
+    assert_eq!(sha("on_prod.sha"), sha256_hex(prod_token));
+    assert_eq!(sha("built.sha"), sha256_hex(prod_token));
+
+    // A staging step that reads a secret only production has is refused
+    // before anything runs, saying where the secret is, never its value.
+    p.write(
+        "pipelines/p.pipe",
+        &pipeline("    step peek {\n      env = { P = secrets.PROD_DB_PASSWORD }\n      run = \"echo $P > peek.txt\"\n    }\n"),
+    );
+    let r = p.pipe(&["run", "p", "--env", "staging", "--output", "plain"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.all().contains("step `staging.peek` (env `staging`) reads `secrets.PROD_DB_PASSWORD`, which is set only for env `prod`"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.all().contains(".pipe/secrets/prod/PROD_DB_PASSWORD"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains("prod-db-password-77"), "{}", r.all());
+    assert!(!p.root().join("peek.txt").exists());
+
+    // Declared by staging but set only for prod: refused, naming prod.
+    p.write(
+        "pipelines/p.pipe",
+        "pipeline p {\n  env staging {\n    secrets = [\"PROD_DB_PASSWORD\"]\n  }\n  stage s {\n    env = staging\n    step a { run = \"true\" }\n  }\n}\n",
+    );
+    let r = p.pipe(&["env", "check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("env `staging` needs secret `PROD_DB_PASSWORD`, which no source sets"),
+        "{}",
+        r.all()
+    );
+    assert!(r.all().contains("set only for env `prod`"), "{}", r.all());
+}

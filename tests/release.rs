@@ -25,7 +25,9 @@ use bollard::Docker;
 
 use crate::common::{finish, pipe_bin, repo_root, Ran};
 
-const TOKEN: &str = "release-test-token-0123456789";
+/// Each environment's own API token (`.pipe/secrets/<env>/API_TOKEN`).
+const STAGING_TOKEN: &str = "release-test-staging-token-0123456789";
+const PROD_TOKEN: &str = "release-test-prod-token-9876543210";
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -47,14 +49,25 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request on a fresh connection: (status, body).
+/// One HTTP/1.1 request on a fresh connection, with production's token:
+/// (status, body).
 fn http(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    http_as(PROD_TOKEN, port, method, path, body)
+}
+
+fn http_as(
+    token: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -78,7 +91,7 @@ fn version_at(port: u16) -> String {
     v["version"].as_str().expect("version").to_string()
 }
 
-/// A Slack webhook stand-in: every POST body, in order.
+/// A Slack webhook stand-in: every POST as "PATH BODY", in order.
 struct Hook {
     url: String,
     bodies: Arc<Mutex<Vec<String>>>,
@@ -110,7 +123,11 @@ fn hook() -> Hook {
                         let _ = s.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                         );
-                        b.lock().expect("hook").push(text[i + 4..].to_string());
+                        // "PATH BODY": each environment has its own webhook.
+                        let path = text.split(' ').nth(1).unwrap_or("");
+                        b.lock()
+                            .expect("hook")
+                            .push(format!("{path} {}", &text[i + 4..]));
                         break;
                     }
                 }
@@ -142,12 +159,14 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A scratch project holding release.pipe and the audit service, as a git
-/// repository, with its secrets in `.pipe/secrets`.
+/// repository, with each environment's secrets in `.pipe/secrets/<env>/`.
 struct Project {
     dir: tempfile::TempDir,
     prefix: String,
     staging_port: u16,
     prod_port: u16,
+    slow_site_port: u16,
+    limited_site_port: u16,
     hook: Hook,
 }
 
@@ -176,13 +195,19 @@ impl Project {
         )
         .expect("gitignore");
         let hook = hook();
-        let secrets = dir.path().join(".pipe/secrets");
-        std::fs::create_dir_all(&secrets).expect("mkdir secrets");
-        for (k, v) in [
-            ("API_TOKEN", TOKEN),
-            ("SMOKE_TOKEN", TOKEN),
-            ("SLACK_WEBHOOK", hook.url.as_str()),
+        let (staging_hook, prod_hook) = (
+            format!("{}/staging", hook.url),
+            format!("{}/prod", hook.url),
+        );
+        for (env, k, v) in [
+            ("staging", "API_TOKEN", STAGING_TOKEN),
+            ("staging", "SMOKE_TOKEN", STAGING_TOKEN),
+            ("staging", "SLACK_WEBHOOK", staging_hook.as_str()),
+            ("prod", "API_TOKEN", PROD_TOKEN),
+            ("prod", "SLACK_WEBHOOK", prod_hook.as_str()),
         ] {
+            let secrets = dir.path().join(".pipe/secrets").join(env);
+            std::fs::create_dir_all(&secrets).expect("mkdir secrets");
             let f = secrets.join(k);
             std::fs::write(&f, format!("{v}\n")).expect("secret");
             use std::os::unix::fs::PermissionsExt;
@@ -193,6 +218,8 @@ impl Project {
             prefix,
             staging_port: free_port(),
             prod_port: free_port(),
+            slow_site_port: free_port(),
+            limited_site_port: free_port(),
             hook,
         };
         p.git(&["init", "-q", "-b", "main"]);
@@ -239,16 +266,29 @@ impl Project {
     }
 
     /// `pipe run release` with this project's names and ports and short
-    /// monitor windows, plus `extra`.
+    /// monitor windows, plus `extra`, without the chaos scripts.
     fn release(&self, extra: &[&str]) -> Command {
+        let mut args = vec!["-p", "run_chaos=false"];
+        args.extend_from_slice(extra);
+        self.release_with_chaos(&args)
+    }
+
+    /// The same, chaos scripts included unless `extra` says otherwise.
+    fn release_with_chaos(&self, extra: &[&str]) -> Command {
         let (sp, pp) = (
             format!("staging_port={}", self.staging_port),
             format!("prod_port={}", self.prod_port),
         );
         let prefix = format!("prefix={}", self.prefix);
+        let slow = format!("slow_site_port={}", self.slow_site_port);
+        let limited = format!("limited_site_port={}", self.limited_site_port);
         let mut args = vec![
             "run",
             "release",
+            "-p",
+            &slow,
+            "-p",
+            &limited,
             "-p",
             &prefix,
             "-p",
@@ -261,9 +301,6 @@ impl Project {
             "monitor_interval=2s",
             "-p",
             "approvers=alice",
-            // The chaos scripts have their own tests (tests/chaos.rs).
-            "-p",
-            "run_chaos=false",
         ];
         args.extend_from_slice(extra);
         self.cmd(&args)
@@ -494,15 +531,28 @@ fn release_staging_production_automatic_and_manual_rollback() {
     }
     let notes = p.notifications();
     assert!(
-        notes.iter().any(|n| n.contains("1.0.0 is on staging")),
+        notes
+            .iter()
+            .any(|n| n.starts_with("/hook/staging ") && n.contains("1.0.0 is on staging")),
         "{notes:?}"
     );
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("1.0.0 is live in production")),
+            .any(|n| n.starts_with("/hook/prod ") && n.contains("1.0.0 is live in production")),
         "{notes:?}"
     );
+    // Each environment runs with its own API token: staging refuses
+    // production's, production refuses staging's.
+    let status = |token: &str, port: u16| {
+        http_as(token, port, "GET", "/audits", "")
+            .expect("GET /audits")
+            .0
+    };
+    assert_eq!(status(STAGING_TOKEN, p.staging_port), 200);
+    assert_eq!(status(PROD_TOKEN, p.staging_port), 401);
+    assert_eq!(status(PROD_TOKEN, p.prod_port), 200);
+    assert_eq!(status(STAGING_TOKEN, p.prod_port), 401);
     p.assert_only_the_deployed_services(&[
         "api-staging",
         "worker-staging",
@@ -587,8 +637,8 @@ fn release_staging_production_automatic_and_manual_rollback() {
 
     // 4. A manual rollback to the first version.
     let t0 = Instant::now();
+    // Production's API_TOKEN comes from .pipe/secrets/prod/, by name.
     let mut c = p.cmd(&["rollback", "--env", "prod", "--to", "1.0.0"]);
-    c.env("API_TOKEN", TOKEN);
     let r = finish(c.spawn().expect("spawn"), Duration::from_mins(5));
     assert_eq!(r.code, 0, "pipe rollback --to 1.0.0\n{}", r.all());
     eprintln!("manual rollback to 1.0.0: {:?}", t0.elapsed());
@@ -661,5 +711,124 @@ fn sigkill_during_the_staging_deploy_then_resume_completes() {
         "{:?}",
         p.notifications()
     );
+    p.assert_only_the_deployed_services(&["api-staging", "worker-staging"]);
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+#[test]
+fn the_chaos_stage_runs_for_real_in_a_release_and_is_required_on_a_release_branch() {
+    let p = Project::new("c");
+    // On main the chaos stage only warns; on release/* it is required.
+    let graph = p.run(&["graph", "release"], Duration::from_mins(1));
+    assert_eq!(graph.code, 0, "{}", graph.all());
+    assert!(
+        graph.stdout.contains("stage chaos [warn only]"),
+        "{}",
+        graph.stdout
+    );
+    p.git(&["checkout", "-q", "-b", "release/1.0"]);
+    let graph = p.run(&["graph", "release"], Duration::from_mins(1));
+    assert!(graph.stdout.contains("stage chaos\n"), "{}", graph.stdout);
+
+    let t0 = Instant::now();
+    let mut c = p.release_with_chaos(&[
+        "--env",
+        "staging",
+        "-p",
+        "version=1.0.0",
+        "--output",
+        "json",
+    ]);
+    // Three audits per script instead of eight: the same faults, less time.
+    c.env("CHAOS_AUDITS", "3");
+    let r = finish(c.spawn().expect("spawn"), RUN_BOUND);
+    eprintln!(
+        "release through staging with the chaos stage: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.code, 0, "release with chaos\n{}", r.all());
+    let ev = r.events();
+    // Both chaos scripts ran, through the fault proxy, and passed (on a
+    // release branch a failure would have failed the run).
+    for step in ["chaos.timeouts", "chaos.rate_limits"] {
+        let done = ev
+            .iter()
+            .find(|e| e["event"] == "step_finished" && e["step"] == step)
+            .unwrap_or_else(|| panic!("{step} did not finish: {}", r.all()));
+        assert_eq!(done["status"], "succeeded", "{done}\n{}", r.all());
+        assert_eq!(done["required"], true, "required on release/1.0: {done}");
+        eprintln!("{step}: {} ms", done["duration_ms"]);
+    }
+    assert!(
+        !ev.iter().any(|e| e["event"] == "warning"),
+        "no warning on a release branch: {}",
+        r.all()
+    );
+    // The summary: each proxy's report, after the stage's last step, and
+    // the same report as its chaos block's output.
+    let st = p.run(&["status", "--format", "json"], Duration::from_secs(30));
+    let status: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    for (block, fault) in [
+        ("chaos.slow_pagespeed", "latency"),
+        ("chaos.limited_pagespeed", "http_status"),
+    ] {
+        let report = ev
+            .iter()
+            .find(|e| e["event"] == "chaos_report" && e["step"] == block)
+            .unwrap_or_else(|| panic!("no chaos report of {block}: {}", r.all()));
+        let rep = &report["report"];
+        assert!(rep["requests"].as_u64().unwrap_or(0) > 0, "{report}");
+        assert!(
+            rep["injected"][fault].as_u64().unwrap_or(0) > 0,
+            "{fault} faults were injected: {report}"
+        );
+        let step = status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["step"] == block)
+            .unwrap_or_else(|| panic!("no {block} in {status}"))
+            .clone();
+        let saved: serde_json::Value =
+            serde_json::from_str(step["outputs"]["report"].as_str().expect("report output"))
+                .expect("report json");
+        assert_eq!(saved["requests"], rep["requests"], "{step}");
+        // Nothing of it is left: the fault proxy's port is closed.
+        let port: u16 = step["outputs"]["port"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no port output: {step}"));
+        assert!(
+            !listening(port),
+            "the fault proxy of {block} on {port} is gone"
+        );
+    }
+    // The scripts' own summaries are in their logs.
+    for (step, name) in [
+        ("timeouts", "chaos timeouts: 3 audits"),
+        ("rate_limits", "chaos rate_limits: 3 audits"),
+    ] {
+        let logs = p.run(&["logs", "1", step], Duration::from_secs(30));
+        assert!(logs.stdout.contains(name), "{}", logs.all());
+        assert!(
+            logs.stdout.contains("0 hung; 0 unexpected"),
+            "{}",
+            logs.all()
+        );
+    }
+    // Nor are the sites the scripts served.
+    for port in [p.slow_site_port, p.limited_site_port] {
+        assert!(!listening(port), "the upstream on {port} is gone");
+    }
+    // Staging was released as usual beside it.
+    assert_eq!(version_at(p.staging_port), "1.0.0");
     p.assert_only_the_deployed_services(&["api-staging", "worker-staging"]);
 }

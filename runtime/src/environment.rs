@@ -402,7 +402,7 @@ fn check_env(
     }
     for name in &spec.secrets {
         let rule = sub_span(&v.sources, at("secrets"), &format!("\"{name}\""));
-        match secrets.check(name) {
+        match secrets.check_in(Some(&spec.name), name) {
             None => v.diagnostics.push(
                 Diagnostic::error(
                     "pipe::env-secret",
@@ -410,9 +410,17 @@ fn check_env(
                     rule,
                     "declared here",
                 )
-                .with_help(format!(
-                    "export {name}=..., put a file named {name} (mode 600) in the secrets directory, or add {name}=... to --secrets-file"
-                )),
+                .with_help(match secrets.scoped_elsewhere(Some(&spec.name), name).first() {
+                    // Another environment's value is never used here.
+                    Some((other, origin)) => format!(
+                        "`{name}` is set only for env `{other}` ({origin}), which `{}` cannot read: give `{}` its own value in the secrets directory's `{}/{name}` (mode 600)",
+                        spec.name, spec.name, spec.name
+                    ),
+                    None => format!(
+                        "export {name}=..., put a file named {name} (mode 600) in the secrets directory (or its `{}/` subdirectory, for this environment only), or add {name}=... to --secrets-file",
+                        spec.name
+                    ),
+                }),
             ),
             Some(Err(r)) => v.diagnostics.push(
                 Diagnostic::error("pipe::env-secret", r.message, rule, "declared here")

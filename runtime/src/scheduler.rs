@@ -761,6 +761,7 @@ impl<'a> Scheduler<'a> {
         slots: &[Slot],
         env: &IndexMap<String, String>,
         run_vars: &IndexMap<String, Value>,
+        secret_env: Option<&str>,
         f: impl FnOnce(&RunScope<'_>) -> T,
     ) -> T {
         let find = |key: &str| -> Option<StepView> {
@@ -786,6 +787,7 @@ impl<'a> Scheduler<'a> {
             run: run_vars,
             secrets_used: &self.resolved,
             secrets: &self.opts.secrets,
+            secret_env: secret_env.or(self.plan.target_env.as_deref()),
         };
         f(&scope)
     }
@@ -898,50 +900,59 @@ impl<'a> Scheduler<'a> {
         let env = self.environment(step, steps, slots, run_vars);
         self.register_secrets()?;
         let env = env?;
-        let out = self.with_scope(steps, slots, &env, run_vars, |scope| {
-            let value = |d: &Deferrable| -> Result<Value, String> {
-                match d {
-                    Deferrable::Ready(v) => Ok(v.clone()),
-                    Deferrable::Deferred(e) => eval(e, scope)
-                        .map_err(|e| format!("{} (at {})", e.message, self.plan.location(e.span))),
-                }
-            };
-            if !slots[i].when_checked {
-                if let Some(w) = &step.when {
-                    if !value(w)?.truthy() {
-                        return Ok::<_, String>(None);
+        let out = self.with_scope(
+            steps,
+            slots,
+            &env,
+            run_vars,
+            step.environment.as_deref(),
+            |scope| {
+                let value = |d: &Deferrable| -> Result<Value, String> {
+                    match d {
+                        Deferrable::Ready(v) => Ok(v.clone()),
+                        Deferrable::Deferred(e) => eval(e, scope).map_err(|e| {
+                            format!("{} (at {})", e.message, self.plan.location(e.span))
+                        }),
+                    }
+                };
+                if !slots[i].when_checked {
+                    if let Some(w) = &step.when {
+                        if !value(w)?.truthy() {
+                            return Ok::<_, String>(None);
+                        }
                     }
                 }
-            }
-            let render = |t: &CommandTemplate| {
-                t.render(|d| {
+                let render = |t: &CommandTemplate| {
+                    t.render(|d| {
+                        let v = value(d)?;
+                        interpolate(&v, t.span).map_err(|e| e.message)
+                    })
+                };
+                let command = step.run.as_ref().map(render).transpose()?;
+                let mut vars: Vec<(String, String)> =
+                    env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for (k, d) in &step.env {
                     let v = value(d)?;
-                    interpolate(&v, t.span).map_err(|e| e.message)
-                })
-            };
-            let command = step.run.as_ref().map(render).transpose()?;
-            let mut vars: Vec<(String, String)> =
-                env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            for (k, d) in &step.env {
-                let v = value(d)?;
-                vars.push((
-                    k.clone(),
-                    interpolate(&v, step.span).map_err(|e| format!("env {k}: {}", e.message))?,
-                ));
-            }
-            let mut inputs = IndexMap::new();
-            if step.executor != "shell" {
-                for (k, d) in &step.inputs {
-                    let v = value(d).map_err(|e| crate::gate::cannot_evaluate(step, k, e))?;
-                    inputs.insert(k.clone(), v);
+                    vars.push((
+                        k.clone(),
+                        interpolate(&v, step.span)
+                            .map_err(|e| format!("env {k}: {}", e.message))?,
+                    ));
                 }
-            }
-            let user_key = match step.cache.as_ref().and_then(|c| c.key.as_ref()) {
-                Some(k) => Some(interpolate(&value(k)?, step.span).map_err(|e| e.message)?),
-                None => None,
-            };
-            Ok(Some((command, vars, inputs, user_key)))
-        });
+                let mut inputs = IndexMap::new();
+                if step.executor != "shell" {
+                    for (k, d) in &step.inputs {
+                        let v = value(d).map_err(|e| crate::gate::cannot_evaluate(step, k, e))?;
+                        inputs.insert(k.clone(), v);
+                    }
+                }
+                let user_key = match step.cache.as_ref().and_then(|c| c.key.as_ref()) {
+                    Some(k) => Some(interpolate(&value(k)?, step.span).map_err(|e| e.message)?),
+                    None => None,
+                };
+                Ok(Some((command, vars, inputs, user_key)))
+            },
+        );
         self.register_secrets()?;
         let out = out?;
         let Some((command, vars, inputs, user_key)) = out else {
@@ -1058,7 +1069,9 @@ impl<'a> Scheduler<'a> {
             let v = match d {
                 Deferrable::Ready(v) => v.clone(),
                 Deferrable::Deferred(e) => self
-                    .with_scope(steps, slots, &env, run_vars, |scope| eval(e, scope))
+                    .with_scope(steps, slots, &env, run_vars, Some(&spec.name), |scope| {
+                        eval(e, scope)
+                    })
                     .map_err(|e| format!("env `{}`: {}", spec.name, e.message))?,
             };
             let s = interpolate(&v, spec.span).map_err(|e| e.message)?;
@@ -1079,15 +1092,22 @@ impl<'a> Scheduler<'a> {
         let env = self.environment(step, steps, slots, run_vars);
         self.register_secrets()?;
         let env = env?;
-        let rendered = self.with_scope(steps, slots, &env, run_vars, |scope| {
-            cmd.render(|d| {
-                let v = match d {
-                    Deferrable::Ready(v) => v.clone(),
-                    Deferrable::Deferred(e) => eval(e, scope).map_err(|e| e.message)?,
-                };
-                interpolate(&v, cmd.span).map_err(|e| e.message)
-            })
-        });
+        let rendered = self.with_scope(
+            steps,
+            slots,
+            &env,
+            run_vars,
+            step.environment.as_deref(),
+            |scope| {
+                cmd.render(|d| {
+                    let v = match d {
+                        Deferrable::Ready(v) => v.clone(),
+                        Deferrable::Deferred(e) => eval(e, scope).map_err(|e| e.message)?,
+                    };
+                    interpolate(&v, cmd.span).map_err(|e| e.message)
+                })
+            },
+        );
         self.register_secrets()?;
         let command = rendered?;
         let attempt = slots[i].attempt;

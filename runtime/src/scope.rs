@@ -30,6 +30,9 @@ pub struct RunScope<'a> {
     pub secrets_used: &'a std::cell::RefCell<Vec<(String, String)>>,
     /// Where `secrets.NAME` values come from (file, directory, environment).
     pub secrets: &'a crate::secrets::Secrets,
+    /// The environment whose own secrets the step sees (its stage's `env`,
+    /// else the run's `--env`); another environment's are never visible.
+    pub secret_env: Option<&'a str>,
 }
 
 impl RunScope<'_> {
@@ -87,15 +90,17 @@ impl Scope for RunScope<'_> {
                     0,
                 ),
             },
-            "secrets" => match key(0).and_then(|k| Some((k, self.secrets.get(k)?.0))) {
-                Some((k, v)) => {
-                    self.secrets_used
-                        .borrow_mut()
-                        .push((k.to_string(), v.clone()));
-                    Lookup::Found(Value::Str(v), 1)
+            "secrets" => {
+                match key(0).and_then(|k| Some((k, self.secrets.get_in(self.secret_env, k)?.0))) {
+                    Some((k, v)) => {
+                        self.secrets_used
+                            .borrow_mut()
+                            .push((k.to_string(), v.clone()));
+                        Lookup::Found(Value::Str(v), 1)
+                    }
+                    None => Lookup::Missing,
                 }
-                None => Lookup::Missing,
-            },
+            }
             "run" => Lookup::Found(Value::Map(self.run.clone()), 0),
             // `chaos.NAME.url`: the outputs of the chaos block NAME.
             "chaos" => match key(0).and_then(|n| (self.find)(n)) {

@@ -4,7 +4,12 @@
 //! that order of precedence. Loading refuses what could leak or be swapped
 //! behind the project's back: a `../` path, a world-readable file, a symlink
 //! leading out of the project, and a value too short to mask.
-//! See docs/environments.md.
+//!
+//! Secrets are scoped to environments: a subdirectory of the secrets
+//! directory named after an env block (`.pipe/secrets/prod/API_TOKEN`) holds
+//! that environment's own values. A step sees its environment's values first
+//! (its stage's `env`, else the run's `--env`), then the shared ones; never
+//! another environment's. See docs/environments.md.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -62,12 +67,21 @@ pub struct Refusal {
 #[derive(Clone, Default)]
 pub struct Secrets {
     loaded: IndexMap<String, (String, Origin)>,
+    /// Per environment: the files of `<secrets dir>/<env>/`.
+    scoped: IndexMap<String, IndexMap<String, (String, Origin)>>,
 }
 
 impl std::fmt::Debug for Secrets {
     // Names only: the values never reach a debug print.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.loaded.keys()).finish()
+        f.debug_list()
+            .entries(self.loaded.keys())
+            .entries(
+                self.scoped
+                    .iter()
+                    .flat_map(|(e, m)| m.keys().map(move |k| format!("{e}/{k}"))),
+            )
+            .finish()
     }
 }
 
@@ -106,7 +120,8 @@ impl Secrets {
                 Err(r) => refused.push(r),
             }
         }
-        for (name, (value, origin)) in &out.loaded {
+        let scoped = out.scoped.values().flat_map(IndexMap::iter);
+        for (name, (value, origin)) in out.loaded.iter().chain(scoped) {
             if let Err(r) = maskable(name, value, origin) {
                 refused.push(r);
             }
@@ -127,26 +142,95 @@ impl Secrets {
         std::env::var(name).ok().map(|v| (v, Origin::Environment))
     }
 
+    /// The value of `name` as a step of environment `env` sees it: the
+    /// environment's own (`<secrets dir>/<env>/NAME`) first, then the shared
+    /// sources of [`Secrets::get`]. Another environment's value never.
+    pub fn get_in(&self, env: Option<&str>, name: &str) -> Option<(String, Origin)> {
+        if let Some(v) = env.and_then(|e| self.scoped.get(e)?.get(name)) {
+            return Some(v.clone());
+        }
+        self.get(name)
+    }
+
     /// The value of `name`, or a refusal when it is set but too short to mask.
     pub fn check(&self, name: &str) -> Option<Result<(String, Origin), Refusal>> {
-        let (v, o) = self.get(name)?;
+        self.check_in(None, name)
+    }
+
+    /// [`Secrets::check`] for a step of environment `env`.
+    pub fn check_in(
+        &self,
+        env: Option<&str>,
+        name: &str,
+    ) -> Option<Result<(String, Origin), Refusal>> {
+        let (v, o) = self.get_in(env, name)?;
         Some(maskable(name, &v, &o).map(|()| (v, o)))
     }
 
-    /// Every value read from the file and the directory (all are masked,
-    /// named by the plan or not).
+    /// The environments that have their own value of `name`, with where
+    /// (for the error of a step that reads another environment's secret).
+    pub fn scoped_elsewhere(&self, env: Option<&str>, name: &str) -> Vec<(String, Origin)> {
+        self.scoped
+            .iter()
+            .filter(|(e, m)| Some(e.as_str()) != env && m.contains_key(name))
+            .map(|(e, m)| (e.clone(), m[name].1.clone()))
+            .collect()
+    }
+
+    /// Every value read from the file and the directory, every
+    /// environment's included (all are masked, named by the plan or not).
     pub fn loaded(&self) -> impl Iterator<Item = (&str, &str)> {
         self.loaded
             .iter()
+            .chain(self.scoped.values().flat_map(IndexMap::iter))
             .map(|(k, (v, _))| (k.as_str(), v.as_str()))
     }
 
     fn load_dir(&mut self, root: &Path, dir: &Path, refused: &mut Vec<Refusal>) {
+        let mut shared = std::mem::take(&mut self.loaded);
+        Self::read_dir_into(&mut shared, root, dir, dir, refused, true);
+        self.loaded = shared;
+        // One subdirectory per environment.
+        let mut envs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        envs.sort();
+        for sub in envs {
+            let Some(env) = sub.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if env.starts_with('.') || !sub.is_dir() {
+                continue;
+            }
+            let mut m = IndexMap::new();
+            Self::read_dir_into(&mut m, root, dir, &sub, refused, false);
+            self.scoped.insert(env.to_string(), m);
+        }
+    }
+
+    /// Reads the files of `dir` (one secret each) into `into`; `base` is the
+    /// secrets directory (symlinks may point inside it).
+    fn read_dir_into(
+        into: &mut IndexMap<String, (String, Origin)>,
+        root: &Path,
+        base: &Path,
+        dir: &Path,
+        refused: &mut Vec<Refusal>,
+        top: bool,
+    ) {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
                 refused.push(Refusal {
-                    message: format!("cannot read the secrets directory {}: {e}", dir.display()),
+                    message: format!(
+                        "cannot read the secrets {} {}: {e}",
+                        if top {
+                            "directory"
+                        } else {
+                            "directory of an environment"
+                        },
+                        dir.display()
+                    ),
                     help: "make it readable by the user running pipe".into(),
                 });
                 return;
@@ -162,7 +246,7 @@ impl Secrets {
             if name.starts_with('.') || !is_name(name) || path.is_dir() {
                 continue;
             }
-            if let Err(r) = safe_file(root, Some(dir), &path) {
+            if let Err(r) = safe_file(root, Some(base), &path) {
                 refused.push(r);
                 continue;
             }
@@ -171,7 +255,7 @@ impl Secrets {
                     let value = text
                         .strip_suffix('\n')
                         .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
-                    self.loaded.insert(
+                    into.insert(
                         name.to_string(),
                         (value.to_string(), Origin::Dir(path.clone())),
                     );
@@ -254,6 +338,40 @@ pub fn names_in(plan: &Plan) -> BTreeSet<String> {
         env.vars.values().for_each(&mut visit);
     }
     names
+}
+
+/// Every `secrets.NAME` each step and handler of `plan` reads, as
+/// (step id, the environment whose secrets it sees, name): the step's
+/// stage's `env`, else the run's `--env` (see [`Secrets::get_in`]).
+pub fn reads_by_step(plan: &Plan) -> Vec<(String, Option<String>, String)> {
+    let mut out: Vec<(String, Option<String>, String)> = Vec::new();
+    for step in plan.steps().iter().chain(plan.handlers()) {
+        let env = step.environment.clone().or_else(|| plan.target_env.clone());
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut visit = |d: &Deferrable| {
+            if let Deferrable::Deferred(e) = d {
+                e.walk(&mut |sub| {
+                    if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
+                        names.insert((*name).to_string());
+                    }
+                });
+            }
+        };
+        step.env
+            .values()
+            .chain(step.inputs.values())
+            .for_each(&mut visit);
+        step.when.iter().for_each(&mut visit);
+        for cmd in step.run.iter().chain(step.on_failure.iter()) {
+            for part in &cmd.parts {
+                if let CommandPart::Value(d) = part {
+                    visit(d);
+                }
+            }
+        }
+        out.extend(names.into_iter().map(|n| (step.id.clone(), env.clone(), n)));
+    }
+    out
 }
 
 /// A masker that knows, from the start of the run, every value of the
@@ -432,6 +550,61 @@ mod tests {
         assert!(all[2].starts_with("--secrets-file ../x.env: a path with `..` is refused"));
         assert!(all[3].starts_with("secret `SHORT` is refused: a secret shorter than 4"));
         assert!(err[1].help.starts_with("restrict it: chmod 600"));
+    }
+
+    #[test]
+    fn an_environment_sees_its_own_secrets_then_the_shared_ones_never_another_s() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for sub in ["sec/staging", "sec/prod"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        write(&root.join("sec/SHARED"), "shared-value", 0o600);
+        write(&root.join("sec/staging/TOKEN"), "staging-value", 0o600);
+        write(&root.join("sec/prod/TOKEN"), "prod-value-1", 0o600);
+        write(&root.join("sec/prod/ONLY"), "prod-only-1", 0o600);
+        let s = Secrets::load(&Sources {
+            root: root.to_path_buf(),
+            file: None,
+            dir: Some("sec".into()),
+            dir_explicit: true,
+        })
+        .unwrap();
+        assert_eq!(
+            s.get_in(Some("staging"), "TOKEN").unwrap().0,
+            "staging-value"
+        );
+        assert_eq!(s.get_in(Some("prod"), "TOKEN").unwrap().0, "prod-value-1");
+        assert_eq!(s.get_in(Some("prod"), "SHARED").unwrap().0, "shared-value");
+        assert!(s.get_in(Some("staging"), "ONLY").is_none());
+        assert!(s.get_in(None, "TOKEN").is_none());
+        assert!(s.get("ONLY").is_none());
+        let elsewhere = s.scoped_elsewhere(Some("staging"), "ONLY");
+        assert_eq!(elsewhere.len(), 1);
+        assert_eq!(elsewhere[0].0, "prod");
+        // Every environment's values are masked.
+        let loaded: Vec<&str> = s.loaded().map(|(_, v)| v).collect();
+        for v in [
+            "shared-value",
+            "staging-value",
+            "prod-value-1",
+            "prod-only-1",
+        ] {
+            assert!(loaded.contains(&v), "{loaded:?}");
+        }
+        // An environment's files follow the same rules as the shared ones.
+        write(&root.join("sec/prod/OPEN"), "world-readable", 0o644);
+        let err = Secrets::load(&Sources {
+            root: root.to_path_buf(),
+            file: None,
+            dir: Some("sec".into()),
+            dir_explicit: true,
+        })
+        .unwrap_err();
+        assert!(
+            err[0].message.contains("OPEN is readable by every user"),
+            "{err:?}"
+        );
     }
 
     #[test]

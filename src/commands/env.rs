@@ -186,6 +186,23 @@ pub fn preflight(
             ));
         }
     }
+    // A step that reads a secret only another environment has: refused now,
+    // with where it is (the value itself is never visible to the step).
+    for (step, env, name) in pipe_runtime::secrets::reads_by_step(plan) {
+        if secrets.get_in(env.as_deref(), &name).is_some() {
+            continue;
+        }
+        if let Some((other, origin)) = secrets.scoped_elsewhere(env.as_deref(), &name).first() {
+            let scope = env
+                .as_deref()
+                .map_or("no environment".to_string(), |e| format!("env `{e}`"));
+            short.push(format!(
+                "step `{step}` ({scope}) reads `secrets.{name}`, which is set only for env `{other}` ({origin}); a step never sees another environment's secrets
+  help: give {scope} its own `{name}` ({}), or set a shared one",
+                env.as_deref().map_or(format!("a file `{name}` in the secrets directory"), |e| format!("the secrets directory's `{e}/{name}`, mode 600"))
+            ));
+        }
+    }
     let envs = report(&v, &m);
     if !short.is_empty() {
         return Err(Failure::invalid(short.join("\nerror: ")));

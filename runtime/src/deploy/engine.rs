@@ -24,7 +24,7 @@ use super::{
     LABEL_VERSION,
 };
 use crate::docker::log::LogSink;
-use crate::docker::{self, describe, input_duration, input_map, input_str};
+use crate::docker::{self, describe, input_bool, input_duration, input_map, input_str};
 use crate::executor::container::{create, remove_bounded};
 use crate::executor::{Ending, Io, Job, Outcome, Stop};
 use crate::state::Store;
@@ -1045,15 +1045,43 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
     let job = cx.job;
     let env = env_name(cx);
     let to = input_str(&job.inputs, "to").filter(|s| !s.is_empty());
-    let services = match input_str(&job.inputs, "service").filter(|s| !s.is_empty()) {
-        Some(s) => vec![docker::sanitize(&s)],
-        None => cx.ledger(|s| ledger::services(s, &env))?,
+    // Which services: the one named; every one of the environment (`all`);
+    // else only those run `changed_in` (default: this run) deployed to — a
+    // failure handler must not roll back a service its run left alone.
+    let changed_in = match input_str(&job.inputs, "changed_in").filter(|s| !s.is_empty()) {
+        Some(r) => Some(r.parse::<i64>().map_err(|_| {
+            format!("`changed_in = \"{r}\"`: expected a run id (a number, see `pipe runs`)")
+        })?),
+        None => cx.run_id,
+    };
+    let (services, scope) = match input_str(&job.inputs, "service").filter(|s| !s.is_empty()) {
+        Some(s) => (vec![docker::sanitize(&s)], None),
+        None if input_bool(&job.inputs, "all") || changed_in.is_none() => {
+            (cx.ledger(|s| ledger::services(s, &env))?, None)
+        }
+        None => {
+            let r = changed_in.unwrap_or_default();
+            (cx.ledger(|s| ledger::touched_by_run(s, &env, r))?, Some(r))
+        }
     };
     if services.is_empty() {
+        if let Some(r) = scope {
+            cx.log(&format!(
+                "run {r} deployed nothing to `{env}`: nothing to roll back (`all = true` rolls back every service)"
+            ));
+            let mut o = IndexMap::new();
+            for k in ["version", "from_version", "services", "url", "unchanged"] {
+                o.insert(k.to_string(), String::new());
+            }
+            o.insert("environment".into(), env);
+            return Ok(o);
+        }
         return Err(format!(
             "nothing is deployed to `{env}` according to the ledger (see `pipe deployments --env {env}`)"
         ));
     }
+    let mut unchanged = Vec::new();
+    let mut rolled = Vec::new();
     let given_secrets = input_map(&job.inputs, "secrets");
     let mut versions = Vec::new();
     let mut froms = Vec::new();
@@ -1066,6 +1094,18 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
         // default is to start it again.
         let serving = active_container(&cx.docker, &env, svc).await?;
         let current_serves = current.container_id.is_some() && serving == current.container_id;
+        if let Some(r) = scope {
+            // The run's deployment of it failed before taking traffic, and
+            // the version before it still serves: nothing changed.
+            if current.run_id != Some(r) && current_serves {
+                cx.log(&format!(
+                    "{svc}: left alone: run {r} did not change it in {env} (it still runs {}, deployment #{})",
+                    current.version, current.id
+                ));
+                unchanged.push(svc.clone());
+                continue;
+            }
+        }
         let target = if to.is_none() && !current_serves {
             cx.log(&format!(
                 "{svc} {} is the active version in {env} but no container serves it: starting it again",
@@ -1086,6 +1126,7 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
             ));
             versions.push(target.version.clone());
             froms.push(current.version.clone());
+            rolled.push(svc.clone());
             continue;
         }
         if !restore {
@@ -1161,13 +1202,15 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
         }
         versions.push(target.version.clone());
         froms.push(current.version.clone());
+        rolled.push(svc.clone());
     }
     let mut o = IndexMap::new();
     o.insert("version".into(), versions.join(" "));
     o.insert("from_version".into(), froms.join(" "));
-    o.insert("services".into(), services.join(" "));
+    o.insert("services".into(), rolled.join(" "));
     o.insert("environment".into(), env);
     o.insert("url".into(), urls.join(" "));
+    o.insert("unchanged".into(), unchanged.join(" "));
     Ok(o)
 }
 

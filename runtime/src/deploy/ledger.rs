@@ -214,6 +214,23 @@ pub fn services(store: &Store, environment: &str) -> Result<Vec<String>, StateEr
     rows.collect::<Result<_, _>>().map_err(|x| err(store, &x))
 }
 
+/// Services of an environment that run `run_id` deployed to (a row of the
+/// run, whatever became of it), in name order.
+pub fn touched_by_run(
+    store: &Store,
+    environment: &str,
+    run_id: i64,
+) -> Result<Vec<String>, StateError> {
+    let mut st = store
+        .conn()
+        .prepare("SELECT DISTINCT service FROM deployments WHERE environment = ?1 AND run_id = ?2 ORDER BY service")
+        .map_err(|x| err(store, &x))?;
+    let rows = st
+        .query_map(params![environment, run_id], |r| r.get(0))
+        .map_err(|x| err(store, &x))?;
+    rows.collect::<Result<_, _>>().map_err(|x| err(store, &x))
+}
+
 /// What a rollback of `service` goes back to: the newest earlier deployment
 /// that took traffic and was later superseded, of another version than the
 /// active one — or the newest one of version `to`.
@@ -316,6 +333,7 @@ mod tests {
             .unwrap()
             .is_none());
         assert_eq!(services(&store, "prod").unwrap(), ["api"]);
+        assert!(touched_by_run(&store, "prod", 1).unwrap().is_empty());
         assert_eq!(list(&store, Some("prod"), None).unwrap().len(), 4);
         assert!(list(&store, Some("staging"), None).unwrap().is_empty());
     }
