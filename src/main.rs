@@ -93,6 +93,11 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "ascii")]
         format: commands::graph::Format,
+        /// Use only declared estimates, not the median of recorded runs.
+        #[arg(long)]
+        no_history: bool,
+        #[command(flatten)]
+        state: commands::run::StateArgs,
         #[command(flatten)]
         secrets: commands::env::SecretArgs,
     },
@@ -290,11 +295,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             pipeline,
             plan,
             format,
+            no_history,
+            state,
             secrets,
         } => {
             let ctx = context(&project, &plan);
             let p = commands::plan_for(&project, &pipeline, &ctx)?;
-            let text = commands::graph::render(&p, format);
+            let est = commands::graph::estimates(&p, &state.dir(&project), no_history)?;
+            let text = commands::graph::render(&p, format, &est);
             print(&commands::env::mask_output(&project, &p, &secrets, &text)?)
         }
         Command::Env {

@@ -88,7 +88,9 @@ impl Test {
         let out = run_bounded(
             Command::new(pipe_bin())
                 .args(&self.args)
-                .current_dir(self.dir.path()),
+                .current_dir(self.dir.path())
+                // A store named by the environment would give `pipe graph` history.
+                .env_remove("PIPE_STATE_DIR"),
             self.timeout,
         );
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();

@@ -201,3 +201,107 @@ fn unknown_pipeline_suggests_a_name() {
         .stderr("error: no pipeline named `relase` (looked for pipelines/relase.pipe and in every file under pipelines/)\n  help: did you mean `release`?\n")
         .run();
 }
+
+/// Declared: a(10s) → c(5s) is critical. Recorded: b sleeps 0.8 s while a
+/// and c take ~0.1 s, so history moves the critical path to a → b.
+const SLEEPS: &str = r#"pipeline sleeps {
+  stage s {
+    step a { run = "sleep 0.1"  estimate = 10s }
+    step b { run = "sleep 0.8"  estimate = 1s  needs = [a] }
+    step c { run = "sleep 0.1"  estimate = 5s  needs = [a] }
+    step never { run = "true"  estimate = 50ms  needs = [a]  when = false }
+  }
+}
+"#;
+
+fn graph_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["graph", "sleeps", "--format", "json"];
+    args.extend(extra);
+    let out = run_bounded(
+        Command::new(pipe_bin())
+            .args(&args)
+            .current_dir(dir)
+            .env_remove("PIPE_STATE_DIR"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn step<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {v}"))
+}
+
+#[test]
+fn estimates_come_from_recorded_runs_when_there_are_some() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(dir.path().join("pipelines/sleeps.pipe"), SLEEPS).expect("write");
+    // No runs yet: declared estimates, and looking creates no store.
+    let v = graph_json(dir.path(), &[]);
+    assert_eq!(v["critical_path"], serde_json::json!(["s.a", "s.c"]));
+    assert_eq!(step(&v, "s.b")["estimate_source"], "declared");
+    assert!(
+        !dir.path().join(".pipe").exists(),
+        "pipe graph made a store"
+    );
+    for _ in 0..2 {
+        let out = run_bounded(
+            Command::new(pipe_bin())
+                .args(["run", "sleeps", "--output", "plain"])
+                .current_dir(dir.path())
+                .env_remove("PIPE_STATE_DIR"),
+            Duration::from_mins(1),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let v = graph_json(dir.path(), &[]);
+    assert_eq!(v["critical_path"], serde_json::json!(["s.a", "s.b"]));
+    for (id, low, high) in [("s.a", 100, 5000), ("s.b", 800, 5000), ("s.c", 100, 5000)] {
+        let s = step(&v, id);
+        assert_eq!(s["estimate_source"], "history", "{s}");
+        assert_eq!(s["estimate_samples"], 2, "{s}");
+        let ms = s["estimate_ms"].as_u64().expect("estimate_ms");
+        assert!((low..high).contains(&ms), "{id}: {ms} ms");
+    }
+    // Skipped in both runs: no successful duration, the declared estimate stays.
+    assert_eq!(step(&v, "s.never")["estimate_source"], "declared");
+    assert_eq!(step(&v, "s.never")["estimate_ms"], 50);
+    // `~` marks them in the text form.
+    let out = run_bounded(
+        Command::new(pipe_bin())
+            .args(["graph", "sleeps"])
+            .current_dir(dir.path())
+            .env_remove("PIPE_STATE_DIR"),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("~: from past runs"), "{text}");
+    let b = text.lines().find(|l| l.contains(" b ")).expect("row of b");
+    assert!(
+        b.contains(" ~8") || b.contains(" ~9") || b.contains(" ~1s"),
+        "{b}"
+    );
+    // `--no-history`: the declared estimates again.
+    let v = graph_json(dir.path(), &["--no-history"]);
+    assert_eq!(v["critical_path"], serde_json::json!(["s.a", "s.c"]));
+    assert_eq!(step(&v, "s.b")["estimate_source"], "declared");
+    // `--state-dir` elsewhere: that store has no history.
+    let other = dir.path().join("elsewhere");
+    let v = graph_json(dir.path(), &["--state-dir", other.to_str().expect("utf-8")]);
+    assert_eq!(step(&v, "s.b")["estimate_source"], "declared");
+    assert!(!other.exists());
+}

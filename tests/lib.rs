@@ -17,6 +17,7 @@ mod gates;
 mod graph;
 mod http;
 mod list;
+mod live;
 mod lsp;
 mod release;
 mod report;

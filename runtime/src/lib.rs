@@ -10,6 +10,7 @@ pub mod environment;
 pub mod event;
 pub mod executor;
 pub mod gate;
+pub mod history;
 pub mod http;
 pub mod mask;
 pub mod process_tree;

@@ -71,6 +71,8 @@ enum Status {
     Retrying,
     Succeeded,
     Failed,
+    /// Failed because it hit its `timeout` (its process tree was killed).
+    TimedOut,
     Skipped,
     Cancelled,
     /// An approval gate waiting for a decision.
@@ -85,6 +87,7 @@ impl Status {
             Status::Retrying => "retrying",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
             Status::Skipped => "skipped",
             Status::Cancelled => "cancelled",
             Status::Waiting => "waiting",
@@ -94,6 +97,11 @@ impl Status {
     /// Done in a way that lets dependents start.
     fn satisfies(self) -> bool {
         matches!(self, Status::Succeeded | Status::Skipped)
+    }
+
+    /// A failure of the step itself (a timeout is one), not a cancel.
+    fn failed(self) -> bool {
+        matches!(self, Status::Failed | Status::TimedOut)
     }
 }
 
@@ -111,6 +119,8 @@ struct Slot {
     failing: Option<Outcome>,
     when_checked: bool,
     cache_key: Option<String>,
+    /// The last attempt ended at its timeout: recorded `timed_out`, not `failed`.
+    timed_out: bool,
 }
 
 enum Done {
@@ -306,7 +316,11 @@ impl<'a> Scheduler<'a> {
                 started_ms: s.started_ms,
                 finished_ms: matches!(
                     s.status,
-                    Status::Succeeded | Status::Failed | Status::Skipped | Status::Cancelled
+                    Status::Succeeded
+                        | Status::Failed
+                        | Status::TimedOut
+                        | Status::Skipped
+                        | Status::Cancelled
                 )
                 .then(now_ms),
                 exit_code: s.exit_code,
@@ -386,6 +400,7 @@ impl<'a> Scheduler<'a> {
                     failing: None,
                     when_checked: false,
                     cache_key: None,
+                    timed_out: false,
                 }
             })
             .collect();
@@ -561,6 +576,7 @@ impl<'a> Scheduler<'a> {
                             release(step, &mut groups);
                             let s = &mut slots[i];
                             s.status = Status::Retrying;
+                            s.timed_out = outcome.ending == Ending::TimedOut;
                             s.exit_code = outcome.exit_code;
                             s.error.clone_from(&outcome.error);
                             self.record(step, s)?;
@@ -600,12 +616,16 @@ impl<'a> Scheduler<'a> {
                     running -= 1;
                     release(step, &mut groups);
                     let s = &mut slots[i];
-                    s.status = if outcome.ending == Ending::Cancelled { Status::Cancelled } else { Status::Failed };
+                    s.status = match outcome.ending {
+                        Ending::Cancelled => Status::Cancelled,
+                        Ending::TimedOut => Status::TimedOut,
+                        _ => Status::Failed,
+                    };
                     s.exit_code = outcome.exit_code;
                     s.error = outcome.error;
                     self.record(step, s)?;
                     self.finished_event(step, s, false);
-                    if s.status == Status::Failed && step.required && is_main {
+                    if s.status.failed() && step.required && is_main {
                         failed = true;
                         failed_step.get_or_insert_with(|| step.id.clone());
                         if !self.opts.keep_going && !stopping {
@@ -647,6 +667,8 @@ impl<'a> Scheduler<'a> {
             let s = &mut slots[i];
             s.status = if self.interrupted {
                 Status::Cancelled
+            } else if s.timed_out {
+                Status::TimedOut
             } else {
                 Status::Failed
             };
@@ -693,13 +715,19 @@ impl<'a> Scheduler<'a> {
             location: (!ok).then(|| self.plan.location(step.span)),
             required: step.required,
         });
-        if s.status == Status::Failed && !step.required {
+        if s.status.failed() && !step.required {
             self.emit(Event::Warning {
                 run: self.run_id,
                 step: step.id.clone(),
                 message: format!(
-                    "`{}` failed, but stage `{}` is not required: the run goes on",
-                    step.id, step.stage
+                    "`{}` {}, but stage `{}` is not required: the run goes on",
+                    step.id,
+                    if s.status == Status::TimedOut {
+                        "timed out"
+                    } else {
+                        "failed"
+                    },
+                    step.stage
                 ),
             });
         }

@@ -157,6 +157,8 @@ CREATE TABLE IF NOT EXISTS deployments (
   note TEXT
 );
 CREATE INDEX IF NOT EXISTS deployments_by_service ON deployments (environment, service, id);
+-- `pipe graph`'s estimates read the newest runs of one pipeline (see history.rs).
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, id);
 ";
 
 impl Store {

@@ -1,12 +1,16 @@
 //! `pipe graph`: the DAG with its critical path, as text, DOT, Mermaid, JSON
-//! or SVG.
+//! or SVG. Each step is estimated from the median of its recorded successful
+//! durations when the state store has some, else from its declared
+//! `estimate` (see [`Estimates`]).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
-use pipe_lang::critical::{schedule_from_estimates, Schedule};
+use pipe_lang::critical::{schedule, Schedule, DEFAULT_ESTIMATE_MS};
 use pipe_lang::value::format_duration;
 use pipe_lang::Plan;
+use pipe_runtime::history::Estimate;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
@@ -18,18 +22,95 @@ pub enum Format {
     Svg,
 }
 
-pub fn render(plan: &Plan, format: Format) -> String {
-    let sched = schedule_from_estimates(plan);
+/// Where a step's estimate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The median of its recorded successful durations.
+    History,
+    /// Its `estimate = ...`.
+    Declared,
+    /// Neither: [`DEFAULT_ESTIMATE_MS`].
+    Default,
+}
+
+/// Each step's estimate and its source, indexed like [`Plan::steps`].
+/// Recorded history wins over a declared `estimate`: the declared value is a
+/// guess written once, the median of real runs follows the step as it
+/// changes (and shrugs off the odd slow run).
+pub struct Estimates {
+    ms: Vec<u64>,
+    source: Vec<Source>,
+    samples: Vec<usize>,
+}
+
+impl Estimates {
+    /// Declared estimates only (no history, or `--no-history`).
+    pub fn declared(plan: &Plan) -> Estimates {
+        Estimates::with_history(plan, &HashMap::new())
+    }
+
+    pub fn with_history(plan: &Plan, history: &HashMap<String, Estimate>) -> Estimates {
+        let mut e = Estimates {
+            ms: Vec::new(),
+            source: Vec::new(),
+            samples: Vec::new(),
+        };
+        for s in plan.steps() {
+            let (ms, source, n) = match (history.get(&s.id), s.estimate_ms) {
+                (Some(h), _) => (h.median_ms, Source::History, h.samples),
+                (None, Some(d)) => (d, Source::Declared, 0),
+                (None, None) => (DEFAULT_ESTIMATE_MS, Source::Default, 0),
+            };
+            e.ms.push(ms);
+            e.source.push(source);
+            e.samples.push(n);
+        }
+        e
+    }
+
+    fn any_history(&self) -> bool {
+        self.source.contains(&Source::History)
+    }
+
+    /// The estimate as shown: `~` marks one from history.
+    fn label(&self, i: usize) -> String {
+        if self.source[i] == Source::History {
+            format!("~{}", dur(self.ms[i]))
+        } else {
+            dur(self.ms[i])
+        }
+    }
+}
+
+/// The estimates `pipe graph` uses: from the state store in `state_dir`
+/// unless `no_history` (a store that does not exist is not created).
+pub fn estimates(
+    plan: &Plan,
+    state_dir: &std::path::Path,
+    no_history: bool,
+) -> Result<Estimates, crate::exit::Failure> {
+    if no_history {
+        return Ok(Estimates::declared(plan));
+    }
+    let history = pipe_runtime::history::estimates(state_dir, &plan.pipeline)
+        .map_err(|e| crate::exit::Failure::invalid(e.to_string()))?;
+    Ok(Estimates::with_history(plan, &history))
+}
+
+pub fn render(plan: &Plan, format: Format, est: &Estimates) -> String {
+    let sched = schedule(plan, |i| est.ms[i]);
     match format {
         Format::Ascii => ascii(
             plan,
             &sched,
+            est,
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         ),
-        Format::Dot => dot(plan, &sched),
-        Format::Mermaid => mermaid(plan, &sched),
-        Format::Json => json(plan, &sched),
-        Format::Svg => svg(plan, &sched),
+        Format::Dot => dot(plan, &sched, est),
+        Format::Mermaid => mermaid(plan, &sched, est),
+        Format::Json => json(plan, &sched, est),
+        Format::Svg => svg(plan, &sched, est),
     }
 }
 
@@ -48,7 +129,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Stages as sections, one line per step, within 80 columns.
-pub fn ascii(plan: &Plan, sched: &Schedule, color: bool) -> String {
+pub fn ascii(plan: &Plan, sched: &Schedule, est: &Estimates, color: bool) -> String {
     let (bold, red, dim, reset) = if color {
         ("\x1b[1m", "\x1b[1;31m", "\x1b[2m", "\x1b[0m")
     } else {
@@ -67,10 +148,17 @@ pub fn ascii(plan: &Plan, sched: &Schedule, color: bool) -> String {
         plan.steps().len(),
         dur(sched.length_ms)
     );
-    let _ = writeln!(
-        out,
-        "{dim}  * = on the critical path; est = estimate, start = earliest start{reset}"
-    );
+    if est.any_history() {
+        let _ = writeln!(
+            out,
+            "{dim}  * = critical path; est = estimate (~: from past runs), start = earliest start{reset}"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{dim}  * = on the critical path; est = estimate, start = earliest start{reset}"
+        );
+    }
     let _ = writeln!(
         out,
         "    {:<36} {:>8} {:>9} {:>9}",
@@ -99,7 +187,7 @@ pub fn ascii(plan: &Plan, sched: &Schedule, color: bool) -> String {
             let line = format!(
                 "{:<36} {:>8} {:>9} {:>9}",
                 truncate(&name, 36),
-                dur(t.duration_ms),
+                est.label(i),
                 dur(t.earliest_start_ms),
                 dur(t.slack_ms)
             );
@@ -149,7 +237,7 @@ fn dot_id(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn dot(plan: &Plan, sched: &Schedule) -> String {
+pub fn dot(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", dot_id(&plan.pipeline));
     let _ = writeln!(out, "  rankdir=LR;");
@@ -178,7 +266,7 @@ pub fn dot(plan: &Plan, sched: &Schedule) -> String {
             let label = format!(
                 "{}\\nest {} · slack {}",
                 s.name,
-                dur(t.duration_ms),
+                est.label(i),
                 dur(t.slack_ms)
             );
             let style = if t.critical {
@@ -214,7 +302,7 @@ pub fn dot(plan: &Plan, sched: &Schedule) -> String {
     out
 }
 
-pub fn mermaid(plan: &Plan, sched: &Schedule) -> String {
+pub fn mermaid(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
     let mut out = String::from("flowchart LR\n");
     for stage in plan.stages() {
         if stage.steps.is_empty() {
@@ -233,7 +321,7 @@ pub fn mermaid(plan: &Plan, sched: &Schedule) -> String {
                 out,
                 "    n{i}[\"{}<br/>est {} · slack {}\"]",
                 s.name.replace('"', "#quot;"),
-                dur(t.duration_ms),
+                est.label(i),
                 dur(t.slack_ms)
             );
         }
@@ -257,20 +345,14 @@ pub fn mermaid(plan: &Plan, sched: &Schedule) -> String {
 
 /// The DAG as a standalone SVG file: estimates and slack in each box, the
 /// critical path in red (see [`crate::report::dag`]).
-pub fn svg(plan: &Plan, sched: &Schedule) -> String {
+pub fn svg(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
     use crate::report::dag::{svg_file, Edge, Node};
     let labels: Vec<String> = plan
         .steps()
         .iter()
         .zip(&sched.steps)
-        .map(|(s, t)| {
-            format!(
-                "{}\nest {} · slack {}",
-                s.id,
-                dur(t.duration_ms),
-                dur(t.slack_ms)
-            )
-        })
+        .enumerate()
+        .map(|(i, (s, t))| format!("{}\nest {} · slack {}", s.id, est.label(i), dur(t.slack_ms)))
         .collect();
     let on_path: Vec<bool> = (0..plan.steps().len())
         .map(|i| sched.path.contains(&i))
@@ -335,6 +417,10 @@ struct JsonStep<'p> {
     needs: Vec<&'p str>,
     environment: Option<&'p str>,
     estimate_ms: u64,
+    /// `history`, `declared` or `default`.
+    estimate_source: Source,
+    /// How many recorded successes the history estimate is the median of.
+    estimate_samples: usize,
     earliest_start_ms: u64,
     latest_start_ms: u64,
     slack_ms: u64,
@@ -352,12 +438,13 @@ struct JsonHandler<'p> {
 /// Serialised straight from borrowed fields: a 10,000-step plan with its
 /// edges is megabytes of JSON, and an intermediate `serde_json::Value` tree
 /// would triple the memory.
-pub fn json(plan: &Plan, sched: &Schedule) -> String {
+pub fn json(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
     let steps = plan
         .steps()
         .iter()
         .zip(&sched.steps)
-        .map(|(s, t)| JsonStep {
+        .enumerate()
+        .map(|(i, (s, t))| JsonStep {
             id: &s.id,
             stage: &s.stage,
             name: &s.name,
@@ -366,6 +453,8 @@ pub fn json(plan: &Plan, sched: &Schedule) -> String {
             needs: s.needs.iter().map(|&n| plan.step(n).id.as_str()).collect(),
             environment: s.environment.as_deref(),
             estimate_ms: t.duration_ms,
+            estimate_source: est.source[i],
+            estimate_samples: est.samples[i],
             earliest_start_ms: t.earliest_start_ms,
             latest_start_ms: t.latest_start_ms,
             slack_ms: t.slack_ms,

@@ -163,7 +163,7 @@ pub fn execute(
     if opts.jobs == 0 {
         return Err(Failure::invalid("--jobs must be at least 1"));
     }
-    let mut renderer = Renderer::new(exec.output);
+    let mut renderer = Renderer::new(exec.output).with_plan(plan);
     let mut sched = Scheduler::new(plan, store, run_id, opts, &mut renderer);
     sched.set_gates(super::gates::options(exec));
     if exec.executor == Some(RunExecutor::Swarm) {

@@ -1,6 +1,10 @@
 //! Renderers of run events: `plain` (one prefixed line per log line and
 //! event), `json` (one object per line, see docs/events.md) and `human`
-//! (plain lines plus a summary table at the end).
+//! (the live view of [`live`], with a summary table and the run's critical
+//! path).
+
+mod live;
+pub mod summary;
 
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,10 +24,8 @@ pub struct Renderer {
     format: Output,
     /// (step, status, attempt, duration) of finished steps, for the summary.
     finished: Vec<(String, String, u32, u64)>,
-    /// (step, summary) of chaos blocks torn down, for the summary.
-    chaos: Vec<(String, String)>,
-    /// Whether the summary may use colour (a terminal, not `NO_COLOR`).
-    color: bool,
+    /// The live view, with `human` on a terminal.
+    live: Option<live::Live>,
 }
 
 impl Renderer {
@@ -37,15 +39,28 @@ impl Renderer {
         } else {
             format
         };
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Renderer {
             format,
             finished: Vec::new(),
-            chaos: Vec::new(),
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            live: (format == Output::Human).then(|| live::Live::new(color)),
         }
     }
 
-    fn line(s: &str) {
+    /// The plan being run: the live view draws its critical path from it.
+    pub fn with_plan(mut self, plan: &pipe_lang::Plan) -> Self {
+        if let Some(l) = &mut self.live {
+            let longest = plan.steps().iter().map(|s| s.id.len()).max().unwrap_or(0);
+            l.set_graph(summary::RunGraph::from_plan(plan), longest);
+        }
+        self
+    }
+
+    fn line(&self, s: &str) {
+        if let Some(l) = &self.live {
+            l.println(s);
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{s}");
         let _ = out.flush();
@@ -72,7 +87,10 @@ impl Sink for Renderer {
             if let Some(o) = v.as_object_mut() {
                 o.insert("ts_ms".into(), ts.into());
             }
-            Self::line(&v.to_string());
+            self.line(&v.to_string());
+            return;
+        }
+        if self.live.as_mut().is_some_and(|l| l.emit(e)) {
             return;
         }
         match e {
@@ -81,31 +99,31 @@ impl Sink for Renderer {
                 pipeline,
                 steps,
                 resumed,
-            } => Self::line(&format!(
+            } => self.line(&format!(
                 "[run {run}] {} `{pipeline}` ({steps} steps)",
                 if *resumed { "resuming" } else { "running" }
             )),
             Event::StepStarted { step, attempt, .. } => {
                 if *attempt > 1 {
-                    Self::line(&format!("[{step}] started (attempt {attempt})"));
+                    self.line(&format!("[{step}] started (attempt {attempt})"));
                 } else {
-                    Self::line(&format!("[{step}] started"));
+                    self.line(&format!("[{step}] started"));
                 }
             }
-            Event::StepLog { step, line, .. } => Self::line(&format!("[{step}] | {line}")),
+            Event::StepLog { step, line, .. } => self.line(&format!("[{step}] | {line}")),
             Event::StepRetrying {
                 step,
                 attempt,
                 delay_ms,
                 error,
                 ..
-            } => Self::line(&format!(
+            } => self.line(&format!(
                 "[{step}] attempt {attempt} failed ({error}); retrying in {}",
                 duration(*delay_ms)
             )),
             Event::StepSkipped { step, reason, .. } => {
                 self.finished.push((step.clone(), "skipped".into(), 0, 0));
-                Self::line(&format!("[{step}] skipped: {reason}"));
+                self.line(&format!("[{step}] skipped: {reason}"));
             }
             Event::StepCached {
                 step,
@@ -114,12 +132,12 @@ impl Sink for Renderer {
                 ..
             } => {
                 self.finished.push((step.clone(), "cached".into(), 0, 0));
-                Self::line(&format!(
+                self.line(&format!(
                     "[{step}] cached: outputs restored from run {from_run} (key {key})"
                 ));
             }
             Event::CacheMiss { step, reason, .. } => {
-                Self::line(&format!("[{step}] cache miss: {reason}"));
+                self.line(&format!("[{step}] cache miss: {reason}"));
             }
             Event::StepFinished {
                 step,
@@ -142,10 +160,10 @@ impl Sink for Renderer {
                         s.push_str(&format!(" (step at {l})"));
                     }
                 }
-                if status == "failed" && !required {
+                if (status == "failed" || status == "timed_out") && !required {
                     s.push_str(" [not required: only a warning]");
                 }
-                Self::line(&s);
+                self.line(&s);
             }
             Event::GateOpened {
                 step,
@@ -174,14 +192,14 @@ impl Sink for Renderer {
                 if !approved_by.is_empty() {
                     s.push_str(&format!(" [approved so far by {}]", approved_by.join(", ")));
                 }
-                Self::line(&s);
+                self.line(&s);
                 if let Some(m) = message {
-                    Self::line(&format!("[{step}]   {m}"));
+                    self.line(&format!("[{step}]   {m}"));
                 }
                 for v in shown {
-                    Self::line(&format!("[{step}]   {}:", v.label));
+                    self.line(&format!("[{step}]   {}:", v.label));
                     for l in v.value.lines() {
-                        Self::line(&format!("[{step}]     {l}"));
+                        self.line(&format!("[{step}]     {l}"));
                     }
                 }
             }
@@ -196,25 +214,25 @@ impl Sink for Renderer {
                 if let Some(c) = comment {
                     s.push_str(&format!(": {c}"));
                 }
-                Self::line(&s);
+                self.line(&s);
             }
             Event::GateExpired {
                 step, deadline_ms, ..
-            } => Self::line(&format!(
+            } => self.line(&format!(
                 "[{step}] expired: no decision by {}; the gate fails closed",
                 pipe_runtime::time::rfc3339(*deadline_ms)
             )),
-            Event::GatePrompt { step, user, .. } => Self::line(&format!(
+            Event::GatePrompt { step, user, .. } => self.line(&format!(
                 "[{step}] decide as {user}? y = approve, n = reject, Enter = leave it to others"
             )),
             Event::GateRefused {
                 step, user, reason, ..
-            } => Self::line(&format!("[{step}] decision as {user} refused: {reason}")),
+            } => self.line(&format!("[{step}] decision as {user} refused: {reason}")),
             Event::RunWaiting {
                 run,
                 gates,
                 duration_ms,
-            } => Self::line(&format!(
+            } => self.line(&format!(
                 "[run {run}] waiting at {} after {}: decide with `pipe approve {run} GATE` or `pipe reject {run} GATE`, then `pipe resume {run}`",
                 gates.join(", "),
                 duration(*duration_ms)
@@ -224,11 +242,10 @@ impl Sink for Renderer {
                 if let Some(f) = self.finished.iter_mut().rev().find(|f| f.0 == *step) {
                     f.1 = "warning".into();
                 }
-                Self::line(&format!("[{step}] warning: {message}"));
+                self.line(&format!("[{step}] warning: {message}"));
             }
             Event::ChaosReport { step, summary, .. } => {
-                self.chaos.push((step.clone(), summary.clone()));
-                Self::line(&format!("[{step}] chaos report: {summary}"));
+                self.line(&format!("[{step}] chaos report: {summary}"));
             }
             Event::RunFinished {
                 run,
@@ -236,31 +253,6 @@ impl Sink for Renderer {
                 failed_step,
                 duration_ms,
             } => {
-                if self.format == Output::Human && !self.finished.is_empty() {
-                    let w = self
-                        .finished
-                        .iter()
-                        .map(|f| f.0.len())
-                        .max()
-                        .unwrap_or(4)
-                        .max(4);
-                    Self::line(&format!(
-                        "\n{:w$}  {:10}  {:>8}  {:>9}",
-                        "step", "status", "attempts", "duration"
-                    ));
-                    for (step, st, a, d) in &self.finished {
-                        let status = format!("{st:10}");
-                        let status = match (self.color, st.as_str()) {
-                            (true, "warning") => format!("\x1b[33m{status}\x1b[0m"),
-                            (true, "failed") => format!("\x1b[31m{status}\x1b[0m"),
-                            _ => status,
-                        };
-                        Self::line(&format!("{step:w$}  {status}  {a:>8}  {:>9}", duration(*d)));
-                    }
-                    for (step, summary) in &self.chaos {
-                        Self::line(&format!("chaos {step}: {summary}"));
-                    }
-                }
                 let mut s = format!("[run {run}] {status} in {}", duration(*duration_ms));
                 let warnings = self.finished.iter().filter(|f| f.1 == "warning").count();
                 if warnings > 0 {
@@ -269,7 +261,7 @@ impl Sink for Renderer {
                 if let Some(f) = failed_step {
                     s.push_str(&format!(" (first failure: {f})"));
                 }
-                Self::line(&s);
+                self.line(&s);
             }
         }
     }

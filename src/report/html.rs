@@ -615,7 +615,7 @@ pub fn dag_svg(r: &Report, plan: &pipe_lang::Plan) -> String {
 fn status_class(s: &str) -> &'static str {
     match s {
         "succeeded" => "succeeded",
-        "failed" => "failed",
+        "failed" | "timed_out" => "failed",
         "skipped" => "skipped",
         "cancelled" => "cancelled",
         "running" => "running",
@@ -628,7 +628,7 @@ fn status_class(s: &str) -> &'static str {
 pub fn status_fill(s: &str) -> &'static str {
     match s {
         "succeeded" => "#d7f0da",
-        "failed" => "#f8d0d0",
+        "failed" | "timed_out" => "#f8d0d0",
         "skipped" | "pending" => "#eeeeee",
         "cancelled" => "#e8dcd5",
         "waiting" => "#ead5f2",

@@ -32,7 +32,7 @@ impl Links {
 fn icon(status: &str) -> &'static str {
     match status {
         "succeeded" => "✅",
-        "failed" => "❌",
+        "failed" | "timed_out" => "❌",
         "cancelled" | "interrupted" => "⛔",
         "skipped" => "⏭️",
         "waiting" => "⏸️",

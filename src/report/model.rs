@@ -444,13 +444,13 @@ fn warnings(steps: &[StepReport], finished: bool) -> Vec<Warning> {
     let mut out = Vec::new();
     for s in steps {
         let id = Some(s.id.clone());
-        if s.status == "failed" && s.handler.is_some() {
+        if matches!(s.status.as_str(), "failed" | "timed_out") && s.handler.is_some() {
             out.push(Warning {
                 step: id.clone(),
                 kind: "handler failed",
                 message: s.error.clone().unwrap_or_else(|| "failed".into()),
             });
-        } else if s.status == "failed" && !s.required {
+        } else if matches!(s.status.as_str(), "failed" | "timed_out") && !s.required {
             out.push(Warning {
                 step: id.clone(),
                 kind: "warn-only failure",

@@ -245,7 +245,7 @@ pub fn stage_over(
                 memo[i] = Some(r);
                 r
             }
-            "failed" | "cancelled" => false,
+            "failed" | "timed_out" | "cancelled" => false,
             _ => true,
         }
     }
