@@ -14,6 +14,7 @@ use crate::ast::{
 };
 use crate::diagnostic::{did_you_mean, sort_and_dedup, Diagnostic};
 use crate::eval::{fold, Folded, Lookup, Scope};
+use crate::misplaced::{self, Place};
 use crate::plan::{
     Backoff, CacheSpec, CommandPart, CommandTemplate, Deferrable, EnvSpec, Plan, PlanParts,
     PlanStep, RetryPolicy, StageInfo,
@@ -435,6 +436,7 @@ impl<'a> Lowerer<'a> {
 
     fn run(&mut self) -> PlanParts {
         self.check_duplicates();
+        self.check_nested_blocks();
         self.lower_params();
         let envs = self.lower_envs();
         let (stage_needs, stage_env) = self.lower_stage_attrs(&envs);
@@ -572,6 +574,10 @@ impl<'a> Lowerer<'a> {
             }
         }
         for b in &pl.blocks {
+            if let Some(d) = misplaced::check(b, Place::Pipeline) {
+                self.err(d);
+                continue;
+            }
             self.err(
                 Diagnostic::error(
                     "pipe::unknown-block",
@@ -584,6 +590,30 @@ impl<'a> Lowerer<'a> {
                 ),
             );
         }
+    }
+
+    /// Language keywords read as generic blocks inside `for` loops and
+    /// handlers (a stage's own entries are checked in `lower_stage_attrs`).
+    fn check_nested_blocks(&mut self) {
+        fn walk(entries: &[StageEntry], nested: bool, out: &mut Vec<Diagnostic>) {
+            for e in entries {
+                match e {
+                    StageEntry::For(f) => walk(&f.entries, true, out),
+                    StageEntry::Block(b) if nested => {
+                        out.extend(misplaced::check(b, Place::Stage));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for st in &self.pl.stages {
+            walk(&st.entries, false, &mut out);
+        }
+        for h in &self.pl.handlers {
+            walk(&h.entries, true, &mut out);
+        }
+        self.diags.extend(out);
     }
 
     fn unknown_attr(&mut self, key: &Ident, allowed: &[&str], place: &str) {
@@ -947,6 +977,10 @@ impl<'a> Lowerer<'a> {
                         _ => self.unknown_attr(&a.key, STAGE_ATTRS, "a stage"),
                     },
                     StageEntry::Block(b) if b.key.name != "service" => {
+                        if let Some(d) = misplaced::check(b, Place::Stage) {
+                            self.err(d);
+                            continue;
+                        }
                         self.err(
                             Diagnostic::error(
                                 "pipe::unknown-block",
@@ -1597,6 +1631,8 @@ impl<'a> Lowerer<'a> {
         for b in &body.blocks {
             if form == StepForm::Chaos && b.key.name == "fault" {
                 self.apply_fault(&mut raw, b, &scope);
+            } else if let Some(d) = misplaced::check(b, Place::Step) {
+                self.err(d);
             } else if template_body.is_none() || STEP_BLOCKS.contains(&b.key.name.as_str()) {
                 self.apply_block(&mut raw, b, &scope);
             } else {
@@ -2684,3 +2720,4 @@ fn leak_code(kind: &str) -> &'static str {
         _ => "pipe::unknown-name",
     }
 }
+
