@@ -44,7 +44,7 @@ else
     echo "(just not found: no reference)"
 fi
 hyperfine -N --style basic --warmup 3 --runs "$runs" --export-json "$work/times.json" "${cmds[@]}" >/dev/null
-jq -r '.results[] | "\(.command | .[0:26] | . + " " * (26 - length)) median \(.median * 1000 | floor) ms  min \(.min * 1000 | floor) ms  max \(.max * 1000 | floor) ms  stddev \(.stddev * 1000 | floor) ms"' "$work/times.json"
+jq -r '.results[] | "\(.command | .[0:26] | . + " " * (26 - length)) median \(.median * 1000 | floor) ms  min \(.min * 1000 | floor) ms  max \(.max * 1000 | floor) ms  stddev \(.stddev * 1000 | floor) ms  cpu: user \(.user * 1000 | floor) ms sys \(.system * 1000 | floor) ms"' "$work/times.json"
 
 echo
 echo "== peak memory (maximum resident set size)"
