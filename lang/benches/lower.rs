@@ -1,12 +1,22 @@
-//! Benchmark (run by hand): parse + check + lower of a generated pipeline.
+//! Benchmark (run by hand) of the language core on a generated pipeline.
 //!
-//! `cargo bench -p pipe-lang --bench lower -- 10000 [out.pipe]` generates a
-//! pipeline of about that many steps (stages of fan-out with dependencies and
-//! template calls), times each phase (best and median of 15 runs), and writes
-//! the source to `out.pipe` for timing the whole `pipe graph` process.
+//! The whole benchmark, with the `pipe graph` process, its peak memory and
+//! the `just --summary` reference, is one command (docs/benchmarks.md):
+//!
+//! ```text
+//! bash lang/benches/run.sh [STEPS]
+//! ```
+//!
+//! This binary is its in-process part: `cargo bench -p pipe-lang --bench lower
+//! -- 10000 [out.pipe [justfile]]` generates a pipeline of about that many
+//! steps (stages of fan-out with dependencies and template calls), times each
+//! phase (best, median and spread of `BENCH_RUNS`, default 15, runs), and writes
+//! the source to `out.pipe` and a justfile of as many recipes, shaped alike,
+//! to `justfile`.
 
 use std::time::{Duration, Instant};
 
+use pipe_lang::critical::schedule_from_estimates;
 use pipe_lang::lower::{check, lower, Context};
 use pipe_lang::workspace::{NoLoader, Workspace};
 
@@ -32,7 +42,47 @@ fn generate(steps: usize) -> String {
     s
 }
 
-fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
+/// The reference for `just --summary`: as many recipes, in stages of 50
+/// builds and 50 checks, each check depending on its build and each build on
+/// the same shard's check of the previous stage.
+fn generate_justfile(steps: usize) -> String {
+    let per_stage = 100;
+    let stages = steps.div_ceil(per_stage);
+    let mut s = String::new();
+    for st in 0..stages {
+        for i in 0..per_stage / 2 {
+            if st > 0 {
+                s.push_str(&format!("build-{st}-{i}: check-{}-{i}\n", st - 1));
+            } else {
+                s.push_str(&format!("build-{st}-{i}:\n"));
+            }
+            s.push_str(&format!("    make -C shard{i} stage{st}\n\n"));
+            s.push_str(&format!(
+                "check-{st}-{i}: build-{st}-{i}\n    curl -fsS http://127.0.0.1:8080/shard/{i}\n\n"
+            ));
+        }
+    }
+    s
+}
+
+/// Best, median and spread (max - min) of the runs.
+struct Timing {
+    best: Duration,
+    median: Duration,
+    spread: Duration,
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "best {:>10.2?}  median {:>10.2?}  spread {:>10.2?}",
+            self.best, self.median, self.spread
+        )
+    }
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Timing, T) {
     let mut times = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {
@@ -42,7 +92,12 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
         last = Some(out);
     }
     times.sort();
-    (times[0], times[runs / 2], last.expect("runs > 0"))
+    let timing = Timing {
+        best: times[0],
+        median: times[runs / 2],
+        spread: times[runs - 1].saturating_sub(times[0]),
+    };
+    (timing, last.expect("runs > 0"))
 }
 
 fn main() {
@@ -60,29 +115,45 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
-    let (pb, pm, ws) = time(runs, || {
+    if let Some(out) = args.get(2) {
+        std::fs::write(out, generate_justfile(n)).expect("write generated justfile");
+    }
+    let (parse, ws) = time(runs, || {
         Workspace::load(vec![("big.pipe".into(), text.clone())], &mut NoLoader)
     });
     assert!(ws.diagnostics.is_empty(), "generated pipeline must parse");
     let (_, pl) = ws.find_pipeline("big").expect("pipeline");
-    let (lb, lm, plan) = time(runs, || lower(&ws, 0, pl, &ctx).0.expect("lowers"));
-    let (cb, cm, diags) = time(runs, || check(&ws, &ctx));
+    let (lowering, plan) = time(runs, || lower(&ws, 0, pl, &ctx).0.expect("lowers"));
+    let (checking, diags) = time(runs, || check(&ws, &ctx));
     assert!(diags.is_empty(), "{diags:?}");
-    let (tb, tm, _) = time(runs, || {
+    // What `pipe graph` does before rendering: parse, then lower (lowering
+    // is the analysis of that pipeline).
+    let (graph_path, _) = time(runs, || {
         let ws = Workspace::load(vec![("big.pipe".into(), text.clone())], &mut NoLoader);
         let (_, pl) = ws.find_pipeline("big").expect("pipeline");
         lower(&ws, 0, pl, &ctx).0.expect("lowers").steps().len()
     });
+    // The issue's figure, read strictly: parse, `pipe check`'s whole-file
+    // analysis, and the lowering for the plan, one after another.
+    let (total, _) = time(runs, || {
+        let ws = Workspace::load(vec![("big.pipe".into(), text.clone())], &mut NoLoader);
+        assert!(check(&ws, &ctx).is_empty());
+        let (_, pl) = ws.find_pipeline("big").expect("pipeline");
+        lower(&ws, 0, pl, &ctx).0.expect("lowers").steps().len()
+    });
+    let (sched, _) = time(runs, || schedule_from_estimates(&plan).length_ms);
     let edges: usize = plan.steps().iter().map(|s| s.needs.len()).sum();
     println!(
-        "generated: {} bytes, {} steps, {edges} edges",
+        "generated: {} bytes, {} steps, {edges} edges; {runs} runs each",
         text.len(),
         plan.steps().len()
     );
-    println!("parse (incl. std imports):  best {pb:>10.2?}  median {pm:>10.2?}");
-    println!("lower (analysis + plan):    best {lb:>10.2?}  median {lm:>10.2?}");
-    println!("check (all diagnostics):    best {cb:>10.2?}  median {cm:>10.2?}");
-    println!("parse + check + lower:      best {tb:>10.2?}  median {tm:>10.2?}");
+    println!("parse (incl. std imports):  {parse}");
+    println!("lower (analysis + plan):    {lowering}");
+    println!("check (all diagnostics):    {checking}");
+    println!("parse + lower (pipe graph): {graph_path}");
+    println!("parse + check + lower:      {total}");
+    println!("critical path (schedule):   {sched}");
 
     // Lowering again with asserts (lang/src/asserts.rs): one that holds, over
     // the middle stage's 100 steps as gates, and one that fails, with every

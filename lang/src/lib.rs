@@ -11,6 +11,7 @@ pub mod fmt;
 pub mod format;
 pub mod functions;
 pub mod lower;
+mod misplaced;
 pub mod parser;
 pub mod plan;
 pub mod span;

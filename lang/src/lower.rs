@@ -14,6 +14,7 @@ use crate::ast::{
 };
 use crate::diagnostic::{did_you_mean, sort_and_dedup, Diagnostic};
 use crate::eval::{fold, Folded, Lookup, Scope};
+use crate::misplaced::{self, Place};
 use crate::plan::{
     Backoff, CacheSpec, CommandPart, CommandTemplate, Deferrable, EnvSpec, Plan, PlanParts,
     PlanStep, RetryPolicy, StageInfo,
@@ -435,6 +436,7 @@ impl<'a> Lowerer<'a> {
 
     fn run(&mut self) -> PlanParts {
         self.check_duplicates();
+        self.check_nested_blocks();
         self.lower_params();
         let envs = self.lower_envs();
         let (stage_needs, stage_env) = self.lower_stage_attrs(&envs);
@@ -572,6 +574,10 @@ impl<'a> Lowerer<'a> {
             }
         }
         for b in &pl.blocks {
+            if let Some(d) = misplaced::check(b, Place::Pipeline) {
+                self.err(d);
+                continue;
+            }
             self.err(
                 Diagnostic::error(
                     "pipe::unknown-block",
@@ -584,6 +590,30 @@ impl<'a> Lowerer<'a> {
                 ),
             );
         }
+    }
+
+    /// Language keywords read as generic blocks inside `for` loops and
+    /// handlers (a stage's own entries are checked in `lower_stage_attrs`).
+    fn check_nested_blocks(&mut self) {
+        fn walk(entries: &[StageEntry], nested: bool, out: &mut Vec<Diagnostic>) {
+            for e in entries {
+                match e {
+                    StageEntry::For(f) => walk(&f.entries, true, out),
+                    StageEntry::Block(b) if nested => {
+                        out.extend(misplaced::check(b, Place::Stage));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for st in &self.pl.stages {
+            walk(&st.entries, false, &mut out);
+        }
+        for h in &self.pl.handlers {
+            walk(&h.entries, true, &mut out);
+        }
+        self.diags.extend(out);
     }
 
     fn unknown_attr(&mut self, key: &Ident, allowed: &[&str], place: &str) {
@@ -947,6 +977,10 @@ impl<'a> Lowerer<'a> {
                         _ => self.unknown_attr(&a.key, STAGE_ATTRS, "a stage"),
                     },
                     StageEntry::Block(b) if b.key.name != "service" => {
+                        if let Some(d) = misplaced::check(b, Place::Stage) {
+                            self.err(d);
+                            continue;
+                        }
                         self.err(
                             Diagnostic::error(
                                 "pipe::unknown-block",
@@ -1597,6 +1631,8 @@ impl<'a> Lowerer<'a> {
         for b in &body.blocks {
             if form == StepForm::Chaos && b.key.name == "fault" {
                 self.apply_fault(&mut raw, b, &scope);
+            } else if let Some(d) = misplaced::check(b, Place::Step) {
+                self.err(d);
             } else if template_body.is_none() || STEP_BLOCKS.contains(&b.key.name.as_str()) {
                 self.apply_block(&mut raw, b, &scope);
             } else {
@@ -2502,35 +2538,48 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        // Stage needs: the first steps of a stage wait for the last steps of the stages it needs.
+        // Stage needs: the first steps (roots) of a stage wait for the last
+        // steps (sinks) of each stage it needs. Two stages of 50 such steps
+        // make 2,500 step edges; until the plan is built each stage need is
+        // kept as one join (a barrier node for the cycle check), so that the
+        // check walks roots + sinks edges instead of roots × sinks.
+        let n = self.steps.len();
+        let mut joins: Vec<(Vec<usize>, Vec<usize>, Span)> = Vec::new();
+        let mut mark = vec![false; n];
         for (si, needs) in stage_needs.iter().enumerate() {
             let Some(stage) = stages.get(si) else {
                 continue;
             };
-            let members: HashSet<usize> = stage.steps.iter().copied().collect();
+            if needs.is_empty() {
+                continue;
+            }
+            for &i in &stage.steps {
+                mark[i] = true;
+            }
             let roots: Vec<usize> = stage
                 .steps
                 .iter()
                 .copied()
-                .filter(|&i| !edges[i].iter().any(|(j, _)| members.contains(j)))
+                .filter(|&i| !edges[i].iter().any(|(j, _)| mark[*j]))
                 .collect();
+            for &i in &stage.steps {
+                mark[i] = false;
+            }
             for (dep, span) in needs {
                 // Sinks: steps of the needed stage that no step of that stage needs.
-                let mut needed_inside = vec![false; self.steps.len()];
-                for &k in &stages[*dep].steps {
+                let members = &stages[*dep].steps;
+                for &k in members {
                     for (x, _) in &edges[k] {
-                        needed_inside[*x] = true;
+                        mark[*x] = true;
                     }
                 }
-                let sinks: Vec<usize> = stages[*dep]
-                    .steps
-                    .iter()
-                    .copied()
-                    .filter(|&j| !needed_inside[j])
-                    .collect();
-                for &r in &roots {
-                    edges[r].extend(sinks.iter().map(|&s| (s, *span)));
+                let sinks: Vec<usize> = members.iter().copied().filter(|&j| !mark[j]).collect();
+                for &k in members {
+                    for (x, _) in &edges[k] {
+                        mark[*x] = false;
+                    }
                 }
+                joins.push((roots.clone(), sinks, *span));
             }
         }
         self.diags.extend(errors);
@@ -2538,15 +2587,32 @@ impl<'a> Lowerer<'a> {
             e.sort_unstable_by_key(|(j, _)| *j);
             e.dedup_by_key(|(j, _)| *j);
         }
-        let names: Vec<String> = self.steps.iter().map(|r| r.step.id.clone()).collect();
-        let cyclic = self.report_cycles(
-            self.steps.len(),
-            |i| edges[i].clone(),
-            |i| format!("`{}`", names[i]),
-        );
+        let cyclic = joined_cycle(&edges, &joins) && {
+            // Only a cyclic plan pays for the expanded edges: the report
+            // names steps, never joins.
+            let mut full = edges.clone();
+            for (roots, sinks, span) in &joins {
+                for &r in roots {
+                    full[r].extend(sinks.iter().map(|&s| (s, *span)));
+                }
+            }
+            let names: Vec<String> = self.steps.iter().map(|r| r.step.id.clone()).collect();
+            self.report_cycles(n, |i| full[i].clone(), |i| format!("`{}`", names[i]))
+        };
         if !cyclic {
-            for (i, e) in edges.into_iter().enumerate() {
-                self.steps[i].step.needs = e.into_iter().map(|(j, _)| j).collect();
+            let mut needs: Vec<Vec<usize>> = edges
+                .into_iter()
+                .map(|e| e.into_iter().map(|(j, _)| j).collect())
+                .collect();
+            for (roots, sinks, _) in &joins {
+                for &r in roots {
+                    needs[r].extend_from_slice(sinks);
+                }
+            }
+            for (i, mut e) in needs.into_iter().enumerate() {
+                e.sort_unstable();
+                e.dedup();
+                self.steps[i].step.needs = e;
             }
         }
     }
@@ -2683,4 +2749,68 @@ fn leak_code(kind: &str) -> &'static str {
         "fault" => "pipe::unknown-fault",
         _ => "pipe::unknown-name",
     }
+}
+
+/// Whether the step graph has a cycle, with each join `(roots, sinks, _)`
+/// standing for the edges from every root to every sink: a barrier node
+/// that the roots need and that needs the sinks. Kahn's algorithm, linear in
+/// steps + edges + roots + sinks.
+fn joined_cycle(edges: &[Vec<(usize, Span)>], joins: &[(Vec<usize>, Vec<usize>, Span)]) -> bool {
+    let n = edges.len();
+    let total = n + joins.len();
+    // needs[v]: how many nodes v still waits for; dependents in CSR form.
+    let mut needs = vec![0usize; total];
+    let mut count = vec![0usize; total + 1];
+    let mut add = |from: usize, to: usize, count: &mut Vec<usize>| {
+        // `to` needs `from`.
+        needs[to] += 1;
+        count[from + 1] += 1;
+    };
+    for (i, e) in edges.iter().enumerate() {
+        for (j, _) in e {
+            add(*j, i, &mut count);
+        }
+    }
+    for (k, (roots, sinks, _)) in joins.iter().enumerate() {
+        for &s in sinks {
+            add(s, n + k, &mut count);
+        }
+        for &r in roots {
+            add(n + k, r, &mut count);
+        }
+    }
+    for v in 0..total {
+        count[v + 1] += count[v];
+    }
+    let mut fill = count.clone();
+    let mut dependents = vec![0usize; count[total]];
+    let mut put = |from: usize, to: usize| {
+        dependents[fill[from]] = to;
+        fill[from] += 1;
+    };
+    for (i, e) in edges.iter().enumerate() {
+        for (j, _) in e {
+            put(*j, i);
+        }
+    }
+    for (k, (roots, sinks, _)) in joins.iter().enumerate() {
+        for &s in sinks {
+            put(s, n + k);
+        }
+        for &r in roots {
+            put(n + k, r);
+        }
+    }
+    let mut ready: Vec<usize> = (0..total).filter(|&v| needs[v] == 0).collect();
+    let mut done = 0;
+    while let Some(v) = ready.pop() {
+        done += 1;
+        for &d in &dependents[count[v]..count[v + 1]] {
+            needs[d] -= 1;
+            if needs[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    done < total
 }

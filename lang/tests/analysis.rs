@@ -318,21 +318,63 @@ analysis!(
 );
 
 analysis!(
-    unknown_block_handler_kind,
+    unknown_handler_kind,
     "pipeline p {\n  on error { step x { run = \"x\" } }\n  stage s { step x { run = \"x\" } }\n}",
     [(
-        "pipe::unknown-block",
-        15,
+        "pipe::handler-kind",
+        18,
         2,
-        3,
-        "on",
-        "unknown block `on` in a pipeline",
-        Some("a pipeline holds `param`, `env`, `stage`, `assert` and `on failure|success|always`")
+        6,
+        "error",
+        "`error` is not a handler kind",
+        Some("expected one of failure, success, always")
     ),]
 );
 
 analysis!(
-    unknown_block_gate_without_kind,
+    misspelt_handler_kind,
+    "pipeline p {\n  on falure { }\n  stage s { step x { run = \"x\" } }\n}",
+    [(
+        "pipe::handler-kind",
+        18,
+        2,
+        6,
+        "falure",
+        "`falure` is not a handler kind",
+        Some("did you mean `failure`? expected one of failure, success, always")
+    ),]
+);
+
+analysis!(
+    handler_without_kind,
+    "pipeline p {\n  on { }\n  stage s { step x { run = \"x\" } }\n}",
+    [(
+        "pipe::handler-kind",
+        15,
+        2,
+        3,
+        "on",
+        "`on` needs a handler kind",
+        Some("expected one of failure, success, always: `on failure { ... }`")
+    ),]
+);
+
+analysis!(
+    handler_in_a_stage,
+    "pipeline p {\n  stage s {\n    step x { run = \"x\" }\n    on failure { }\n  }\n}",
+    [(
+        "pipe::misplaced",
+        54,
+        4,
+        5,
+        "on",
+        "a handler cannot be declared in a stage",
+        Some("declare `on failure|success|always { ... }` at the top of the pipeline")
+    ),]
+);
+
+analysis!(
+    gate_without_kind,
     "pipeline p {\n  stage s { gate g { } }\n}",
     [
         (
@@ -345,15 +387,68 @@ analysis!(
             Some("add a `step`, or remove the stage")
         ),
         (
-            "pipe::unknown-block",
-            25,
+            "pipe::gate-kind",
+            30,
             2,
-            13,
-            "gate",
-            "unknown block `gate` in a stage",
-            Some("a stage holds `step`, `gate`, `chaos`, `for` and `service` blocks")
+            18,
+            "g",
+            "gate `g` needs a kind",
+            Some("expected one of approval, policy: `gate g = approval { ... }`")
         ),
     ]
+);
+
+analysis!(
+    gate_without_kind_in_a_loop_and_a_handler,
+    "pipeline p {\n  stage s {\n    step x { run = \"x\" }\n    for i in [1] { gate g { } }\n  }\n  on failure { gate h { } }\n}",
+    [
+        (
+            "pipe::gate-kind",
+            74,
+            4,
+            25,
+            "g",
+            "gate `g` needs a kind",
+            Some("expected one of approval, policy: `gate g = approval { ... }`")
+        ),
+        (
+            "pipe::gate-kind",
+            106,
+            6,
+            21,
+            "h",
+            "gate `h` needs a kind",
+            Some("expected one of approval, policy: `gate h = approval { ... }`")
+        ),
+    ]
+);
+
+analysis!(
+    gate_in_a_pipeline,
+    "pipeline p {\n  gate g { }\n  stage s { step x { run = \"x\" } }\n}",
+    [(
+        "pipe::misplaced",
+        15,
+        2,
+        3,
+        "gate",
+        "a gate cannot be declared in a pipeline",
+        Some("a gate is a step of a stage: `stage release { gate g = approval { ... } }`")
+    ),]
+);
+
+analysis!(
+    gate_in_a_step,
+    "pipeline p {\n  stage s {\n    step x {\n      run = \"x\"\n      gate g { }\n    }\n  }\n}",
+    [(
+        "pipe::misplaced",
+        60,
+        5,
+        7,
+        "gate",
+        "a gate cannot be declared in a step",
+        Some("a gate is a step of a stage: `stage release { gate g = approval { ... } }`")
+    ),]
 );
 
 analysis!(

@@ -126,3 +126,13 @@ fn errors_in_two_files() {
         render_files(&[("a.pipe", a), ("b.pipe", b)])
     );
 }
+
+snapshot!(
+    unknown_handler_kind,
+    "pipeline release {\n  stage build {\n    step api { run = \"make api\" }\n  }\n  on error {\n    step page { run = \"notify oncall\" }\n  }\n}\n"
+);
+
+snapshot!(
+    gate_without_kind,
+    "pipeline release {\n  stage prod {\n    gate sign_off { approvers = [\"alice\"] }\n    step deploy { run = \"make deploy\" }\n  }\n}\n"
+);
