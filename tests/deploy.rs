@@ -650,6 +650,110 @@ fn rollback_redeploys_the_previous_version_with_its_down_step() {
     );
 }
 
+/// `pipe run rollback --env prod` (the shipped `pipelines/rollback.pipe`)
+/// redeploys each service with prod's own secrets, read at rollback time
+/// from `.pipe/secrets/prod/` by the names the ledger recorded, as `pipe
+/// rollback --env prod` does: not staging's, not pipe's environment's.
+#[test]
+fn pipe_run_rollback_gives_the_services_their_environment_s_own_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Proj::new("rbsecrets");
+    let id = &p.id;
+    p.write(
+        "pipelines/ship.pipe",
+        &format!(
+            r#"import "std/deploy"
+
+pipeline ship {{
+  param version: string = "1"
+  param tag: string     = "v1"
+
+  env prod {{}}
+
+  stage deploy {{
+    env = prod
+
+    step web = deploy.container {{
+      image        = "{id}-app:${{tag}}"
+      service      = "{id}-web"
+      version      = version
+      network      = "{id}-net"
+      env_name     = "prod"
+      secrets      = {{ API_TOKEN = secrets.API_TOKEN }}
+      ready_within = 8s
+    }}
+  }}
+}}
+"#
+        ),
+    );
+    let secret = |rel: &str, value: &str| {
+        p.write(&format!(".pipe/secrets/{rel}"), value);
+        std::fs::set_permissions(
+            p.path(&format!(".pipe/secrets/{rel}")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod 600");
+    };
+    secret("prod/API_TOKEN", "prod-token-one");
+    secret("staging/API_TOKEN", "staging-token");
+    for (v, tag) in [("1", "v1"), ("2", "v2")] {
+        let r = p.run(
+            &[
+                "run",
+                "ship",
+                "-p",
+                &format!("version={v}"),
+                "-p",
+                &format!("tag={tag}"),
+                "--output",
+                "plain",
+            ],
+            Duration::from_mins(3),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    // Rotated since: the rollback reads the value prod has now.
+    secret("prod/API_TOKEN", "prod-token-two");
+    let (hook, body) = webhook();
+    secret("prod/SLACK_WEBHOOK", &hook);
+    let shipped = crate::common::repo_root().join("pipelines/rollback.pipe");
+    p.write(
+        "pipelines/rollback.pipe",
+        &std::fs::read_to_string(shipped).expect("pipelines/rollback.pipe"),
+    );
+    let child = p
+        .cmd(&["run", "rollback", "--env", "prod", "--output", "plain"])
+        .env("API_TOKEN", "from-pipe-s-environment")
+        .spawn()
+        .expect("spawn");
+    let r = finish(child, Duration::from_mins(3));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(p.app_versions(), ["1"]);
+    let name = p
+        .containers()
+        .into_iter()
+        .find(|c| c.2 && c.1.get("dev.pipe.deploy.role").map(String::as_str) == Some("app"))
+        .expect("the running app container")
+        .0;
+    let env = rt()
+        .block_on(engine().inspect_container(&name, None))
+        .expect("inspect")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    let tokens: Vec<&String> = env.iter().filter(|e| e.starts_with("API_TOKEN=")).collect();
+    assert_eq!(tokens, ["API_TOKEN=prod-token-two"], "{env:?}");
+    assert!(!r.all().contains("prod-token-two"), "{}", r.all());
+    let body = body
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the notification");
+    assert!(
+        body.contains(&format!("rolled back {id}-web in prod: 2 -> 1 in ")),
+        "{body}"
+    );
+}
+
 #[test]
 fn sigkill_during_a_deploy_then_gc_and_resume_leave_one_consistent_version() {
     let p = Proj::new("kill");

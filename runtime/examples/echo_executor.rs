@@ -75,6 +75,7 @@ fn main() {
         output_path: dir.join("demo.say.1.out"),
         token: "echo-example".into(),
         mask: Masker::shared(),
+        secrets: pipe_runtime::secrets::StepSecrets::default(),
     };
     let (logs, mut lines) = mpsc::unbounded_channel();
     let (_stop_tx, stop) = watch::channel(Stop::Run);

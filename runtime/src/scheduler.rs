@@ -782,6 +782,16 @@ impl<'a> Scheduler<'a> {
         Ok(failed)
     }
 
+    /// The secrets `step` may read by name: its env's, else the run's `--env`.
+    fn step_secrets(&self, step: &PlanStep) -> crate::secrets::StepSecrets {
+        crate::secrets::StepSecrets::new(
+            self.opts.secrets.clone(),
+            step.environment
+                .clone()
+                .or_else(|| self.plan.target_env.clone()),
+        )
+    }
+
     /// The scope a step's expressions see.
     fn with_scope<T>(
         &self,
@@ -1046,6 +1056,7 @@ impl<'a> Scheduler<'a> {
                 output_path,
                 token: format!("{}{}/{attempt}", self.token_base, step.id),
                 mask: self.masker.clone(),
+                secrets: self.step_secrets(step),
             }),
             executor,
             cache_key,
@@ -1161,6 +1172,7 @@ impl<'a> Scheduler<'a> {
             log_path,
             token: format!("{}{}/{attempt}/on_failure", self.token_base, step.id),
             mask: self.masker.clone(),
+            secrets: self.step_secrets(step),
         })
     }
 }

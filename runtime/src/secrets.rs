@@ -304,6 +304,33 @@ impl Secrets {
     }
 }
 
+/// The secrets one step may read: the run's, as its environment sees them
+/// ([`Secrets::get_in`]). Executors that deploy by secret *name* (a
+/// `deploy.rollback` redeploying what the ledger recorded) look values up
+/// through it, so they never see another environment's.
+#[derive(Clone, Debug, Default)]
+pub struct StepSecrets {
+    secrets: std::sync::Arc<Secrets>,
+    env: Option<String>,
+}
+
+impl StepSecrets {
+    pub fn new(secrets: std::sync::Arc<Secrets>, env: Option<String>) -> StepSecrets {
+        StepSecrets { secrets, env }
+    }
+
+    /// The environment the step's secrets come from, if any.
+    pub fn env(&self) -> Option<&str> {
+        self.env.as_deref()
+    }
+
+    /// The value of `name`: the step's environment's own, then the shared
+    /// sources, then pipe's environment.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.secrets.get_in(self.env.as_deref(), name).map(|v| v.0)
+    }
+}
+
 /// Every secret `plan` names: each env block's `secrets` list and every
 /// `secrets.X` read by a step or handler.
 pub fn names_in(plan: &Plan) -> BTreeSet<String> {

@@ -10,10 +10,12 @@ use crate::project::Project;
 
 /// The built-in pipeline: one `deploy.rollback` step, of every service of
 /// the environment unless `service` names one. When the environment's name
-/// can be an env block, the stage runs in it, so that the secrets the
-/// services were deployed with come from that environment's own
-/// (`.pipe/secrets/<env>/NAME`, see docs/environments.md) and never from
-/// another's; `secret_keys` are their names, from the ledger.
+/// can be an env block, the stage runs in it, so that the step reads the
+/// secrets the services were deployed with (by the names in the ledger)
+/// from that environment's own (`.pipe/secrets/<env>/NAME`, see
+/// docs/environments.md) and never from another's, as `pipe run rollback
+/// --env E` does. `secret_keys` are their names: the env block declares
+/// them, so a missing one is refused before anything runs.
 fn pipeline(env: &str, secret_keys: &[String]) -> String {
     // A name the language reserves cannot be an env block: no scope then.
     const KEYWORDS: &[&str] = &[
@@ -35,11 +37,6 @@ fn pipeline(env: &str, secret_keys: &[String]) -> String {
     } else {
         String::new()
     };
-    let secrets = secret_keys
-        .iter()
-        .map(|k| format!("{k} = secrets.{k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         r#"# The pipeline `pipe rollback` runs (written by pipe; edits are overwritten).
 import "std/deploy"
@@ -57,7 +54,6 @@ pipeline rollback {{
       all          = true
       to           = to
       migrate_down = migrate_down
-      secrets      = {{ {secrets} }}
     }}
   }}
 }}

@@ -1137,6 +1137,34 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
         }
         let mut spec: Spec = serde_json::from_value(target.spec.clone())
             .map_err(|e| format!("deployment #{} has an unreadable spec: {e}", target.id))?;
+        // The secret values, by the names the ledger recorded, before
+        // anything is touched: `secrets`, the stage's env, then the step's
+        // environment's own secrets (`<secrets dir>/<env>/NAME`), the shared
+        // ones and pipe's environment. `pipe rollback` and
+        // `pipe run rollback --env E` both get E's this way.
+        let mut secrets = Vec::new();
+        for k in &spec.secret_keys {
+            let v = given_secrets
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| job_var(job, k).map(str::to_string))
+                .or_else(|| job.secrets.get(k))
+                .ok_or_else(|| {
+                    let own = job.secrets.env().map_or(String::new(), |e| {
+                        format!(", give env `{e}` its own (the secrets directory's `{e}/{k}`)")
+                    });
+                    format!("the secret `{k}` of {svc} is not stored in the ledger: pass it in `secrets`{own} or set it in pipe's environment")
+                })?;
+            // Masked like every secret of the run (a value from pipe's
+            // environment may not be registered yet; too short: not maskable).
+            let _ = job
+                .mask
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .add(&v);
+            secrets.push((k.clone(), v));
+        }
         // The database first: the old version expects the old schema.
         if current.migration_version != target.migration_version {
             let cmd = input_str(&job.inputs, "migrate_down")
@@ -1166,17 +1194,6 @@ async fn rollback(cx: &Cx<'_>) -> Result<IndexMap<String, String>, String> {
             }
         }
         spec.owner = docker::owner();
-        let mut secrets = Vec::new();
-        for k in &spec.secret_keys {
-            let v = given_secrets
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .or_else(|| job_var(job, k).map(str::to_string))
-                .or_else(|| std::env::var(k).ok())
-                .ok_or_else(|| format!("the secret `{k}` of {svc} is not stored in the ledger: pass it in `secrets` or set it in pipe's environment"))?;
-            secrets.push((k.clone(), v));
-        }
         let o = deploy(
             cx,
             spec,
@@ -1290,6 +1307,7 @@ mod tests {
             output_path: cwd.join("x.out"),
             token: "t".into(),
             mask: crate::mask::Masker::shared(),
+            secrets: crate::secrets::StepSecrets::default(),
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Job {
     pub token: String,
     /// The run's secrets: what the log file receives passes through it.
     pub mask: crate::mask::SharedMasker,
+    /// The secrets this step may read, by name (its environment's own first).
+    pub secrets: crate::secrets::StepSecrets,
 }
 
 /// How hard the scheduler asks a running step to stop.
