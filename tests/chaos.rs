@@ -186,6 +186,44 @@ fn keep_alive_carries_many_requests_on_one_connection() {
     assert_eq!(up.served.load(Ordering::SeqCst), 5);
 }
 
+/// Each client connection has an upstream connection of its own; when the
+/// upstream closes it (after each answer, here), the next request opens
+/// another, unseen by the client.
+#[test]
+fn an_upstream_that_closes_its_connections_is_reconnected_to() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            // One request, one answer without `Connection: close`, then close.
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let _ = (&conn).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let p = Proxy::start(Spec::proxy("api", &format!("http://127.0.0.1:{port}"))).expect("proxy");
+    let mut c = connect(&p);
+    for _ in 0..3 {
+        let (status, _, body) = exchange(&mut c, "/").expect("exchange");
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = p.stop();
+    assert_eq!(
+        (r["connections"].as_u64(), r["forwarded"].as_u64()),
+        (Some(1), Some(3)),
+        "{r}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
 #[test]
 fn http_status_429_carries_the_configured_retry_after() {
     let up = Upstream::start();
@@ -589,6 +627,118 @@ fn a_failure_in_a_required_chaos_stage_fails_the_run() {
     let end = ev.last().expect("events");
     assert_eq!(end["status"], "failed");
     assert_eq!(end["failed_step"], "chaos.orders");
+}
+
+/// A warn-only chaos stage whose test fails, a step of the same stage and a
+/// later stage that need it.
+fn dependents_pipeline(upstream: &str) -> String {
+    format!(
+        r#"pipeline p {{
+  param strict: bool = false
+
+  stage chaos {{
+    required = strict
+
+    chaos api {{
+      upstream = "{upstream}"
+      seed     = 1
+      fault http_status {{ status = 503  path = "/orders/*" }}
+    }}
+    step orders {{
+      env = {{ URL = chaos.api.url }}
+      run = "curl -fsS $URL/orders/1"
+    }}
+    step tally {{
+      needs = [orders]
+      run   = "echo tallied > tallied.txt"
+    }}
+    step celebrate {{
+      needs = [orders]
+      when  = steps.orders.status == "succeeded"
+      run   = "echo clean > clean.txt"
+    }}
+  }}
+
+  stage deploy {{
+    needs = [chaos]
+    step ship {{
+      run = "echo shipped > shipped.txt"
+    }}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn a_warn_only_failure_lets_the_steps_that_need_it_run() {
+    let up = Upstream::start();
+    let p = Proj::new(&dependents_pipeline(&up.url()));
+    let r = p.run(&["run", "p", "--output", "json"], Duration::from_mins(1));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let ev = r.events();
+    let finished = |step: &str| {
+        ev.iter()
+            .position(|e| e["event"] == "step_finished" && e["step"] == step)
+            .unwrap_or_else(|| panic!("`{step}` did not finish: {}", r.all()))
+    };
+    assert_eq!(ev[finished("chaos.orders")]["status"], "failed");
+    assert_eq!(
+        ev[finished("chaos.tally")]["status"],
+        "succeeded",
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        ev[finished("deploy.ship")]["status"],
+        "succeeded",
+        "{}",
+        r.all()
+    );
+    assert!(p.path("tallied.txt").exists() && p.path("shipped.txt").exists());
+    // ... unless it asks for a clean pass.
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "step_skipped" && e["step"] == "chaos.celebrate"),
+        "{}",
+        r.all()
+    );
+    assert!(!p.path("clean.txt").exists());
+    let warnings: Vec<_> = ev.iter().filter(|e| e["event"] == "warning").collect();
+    assert_eq!(warnings.len(), 1, "{}", r.all());
+    assert_eq!(warnings[0]["step"], "chaos.orders");
+    // The proxy lives until the stage's last step is over.
+    let report = ev
+        .iter()
+        .position(|e| e["event"] == "chaos_report")
+        .unwrap_or_else(|| panic!("no chaos report: {}", r.all()));
+    assert!(finished("chaos.tally") < report, "{}", r.all());
+    let end = ev.last().expect("events");
+    assert_eq!(end["event"], "run_finished");
+    assert_eq!(end["status"], "succeeded", "{}", r.all());
+
+    // Required: the same failure stops what needs it, and fails the run.
+    let p = Proj::new(&dependents_pipeline(&up.url()));
+    let r = p.run(
+        &["run", "p", "-p", "strict=true", "--output", "json"],
+        Duration::from_mins(1),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    let ev = r.events();
+    for step in ["chaos.tally", "deploy.ship"] {
+        assert!(
+            !ev.iter()
+                .any(|e| e["event"] == "step_started" && e["step"] == step),
+            "`{step}` ran: {}",
+            r.all()
+        );
+    }
+    assert!(!p.path("tallied.txt").exists() && !p.path("shipped.txt").exists());
+    assert!(
+        ev.iter().any(|e| e["event"] == "chaos_report"),
+        "{}",
+        r.all()
+    );
 }
 
 #[test]

@@ -483,6 +483,15 @@ impl<'a> Scheduler<'a> {
                             waiting.insert(i);
                         }
                         Started::Failed => {
+                            if crate::chaos::failure_only_warns(steps[i]) {
+                                for &d in &dependents[i] {
+                                    slots[d].remaining -= 1;
+                                    if slots[d].remaining == 0 && slots[d].status == Status::Pending
+                                    {
+                                        ready.insert(d);
+                                    }
+                                }
+                            }
                             if steps[i].required && is_main {
                                 failed = true;
                                 failed_step.get_or_insert_with(|| steps[i].id.clone());
@@ -625,6 +634,15 @@ impl<'a> Scheduler<'a> {
                     s.error = outcome.error;
                     self.record(step, s)?;
                     self.finished_event(step, s, false);
+                    if s.status.failed() && crate::chaos::failure_only_warns(step) {
+                        for &d in &dependents[i] {
+                            slots[d].remaining -= 1;
+                            if slots[d].remaining == 0 && slots[d].status == Status::Pending {
+                                ready.insert(d);
+                            }
+                        }
+                    }
+                    let s = &slots[i];
                     if s.status.failed() && step.required && is_main {
                         failed = true;
                         failed_step.get_or_insert_with(|| step.id.clone());

@@ -213,6 +213,14 @@ pub fn summary(report: &serde_json::Value) -> String {
     }
 }
 
+/// Whether a failure of `step` only warns and so lets the steps that need it
+/// run: a main step of a stage that is not `required` (docs/chaos.md,
+/// "Policy"). A handler step's failure never changes the run's outcome, but
+/// it still stops the handler steps that need it.
+pub fn failure_only_warns(step: &PlanStep) -> bool {
+    !step.required && step.handler.is_none()
+}
+
 /// Whether every step of `stage` other than its chaos blocks has finished or
 /// can no longer start: none is running or waiting for a retry, and each
 /// pending one depends (transitively) on a failure, or the run is stopping.
@@ -245,7 +253,8 @@ pub fn stage_over(
                 memo[i] = Some(r);
                 r
             }
-            "failed" | "timed_out" | "cancelled" => false,
+            "failed" | "timed_out" => failure_only_warns(steps[i]),
+            "cancelled" => false,
             _ => true,
         }
     }

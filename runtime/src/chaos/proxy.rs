@@ -1,14 +1,18 @@
-//! The fault proxy: an HTTP/1.1 reverse proxy (hyper server and pooled hyper
+//! The fault proxy: an HTTP/1.1 reverse proxy (hyper server and hyper
 //! client, keep-alive on both sides) that forwards to one upstream and injects
-//! the faults of a [`Spec`] on the way. It runs on a runtime of its own, so
+//! the faults of a [`Spec`] on the way. It runs on runtimes of its own, so
 //! the scheduler's thread never delays it, and everything it holds — listener,
 //! connections, held requests — is gone once the [`Proxy`] is dropped.
 //!
+//! Each client connection gets an upstream connection of its own for its
+//! lifetime, driven by the same task: a request crosses no channel, pool or
+//! thread on its way, and a request that no fault can select takes no lock.
 //! Each fault draws from its own ChaCha8 stream seeded from the block's
 //! `seed` and the fault's position, once per request it selects: a run whose
 //! requests arrive in the same order injects the same faults. See docs/chaos.md.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,14 +22,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
@@ -36,11 +40,50 @@ use super::spec::{Fault, Spec};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// A response body: the upstream's as it came (no box, no copy), or one the
+/// proxy made or reshaped.
+enum OutBody {
+    Forwarded(Incoming),
+    Made(Body),
+}
+
+impl hyper::body::Body for OutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            OutBody::Forwarded(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            OutBody::Made(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Forwarded(b) => b.is_end_stream(),
+            OutBody::Made(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            OutBody::Forwarded(b) => b.size_hint(),
+            OutBody::Made(b) => b.size_hint(),
+        }
+    }
+}
 
 /// A running proxy. Dropping it stops it: the listener closes and every
 /// connection is cut.
 pub struct Proxy {
-    rt: Option<tokio::runtime::Runtime>,
+    /// The runtimes serving it: the first accepts; connections are spread
+    /// over all of them.
+    rts: Vec<tokio::runtime::Runtime>,
     shared: Arc<Shared>,
     /// The address it listens on.
     pub addr: SocketAddr,
@@ -64,13 +107,14 @@ struct State {
 struct Shared {
     spec: Spec,
     start: Instant,
-    client: Client<HttpConnector, Incoming>,
     /// `host:port` of the upstream, and the path prefix its URL carries.
     authority: String,
     prefix: String,
     authority_value: HeaderValue,
     /// Path filters, compiled.
     matchers: Vec<Option<globset::GlobSet>>,
+    /// What each fault does to a request (the kind, parsed once).
+    roles: Vec<Role>,
     /// Whether any per-request fault exists (else the fast path).
     any_request_fault: bool,
     state: Mutex<State>,
@@ -80,6 +124,18 @@ struct Shared {
     upstream_errors: AtomicU64,
     refusals: AtomicU64,
     tls_handshakes_failed: AtomicU64,
+}
+
+/// The part a fault plays in [`Shared::decide`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Latency,
+    /// `timeout`, `http_status`, `reset`, `close`: ends the request.
+    Terminal,
+    /// `bandwidth`, `slow_body`: paces the response.
+    Shape,
+    /// Acts on the whole proxy, not per request.
+    Proxy,
 }
 
 /// What to do to one request.
@@ -121,14 +177,7 @@ impl Proxy {
                 Some(b.build().map_err(|e| e.to_string())?)
             });
         }
-        // Two workers measured better than one on the 2-core machine (see
-        // docs/chaos.md, "Overhead").
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(format!("chaos-{}", spec.name))
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the proxy's runtime: {e}"))?;
+        let rts = workers(&spec.name)?;
         let listener = std::net::TcpListener::bind(&spec.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", spec.listen))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -138,11 +187,6 @@ impl Proxy {
         } else {
             None
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         let n = spec.faults.len();
         let state = State {
             rngs: (0..n)
@@ -162,18 +206,25 @@ impl Proxy {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{host}:{}", addr.port());
+        let roles: Vec<Role> = spec
+            .faults
+            .iter()
+            .map(|f| match f.kind.as_str() {
+                "latency" => Role::Latency,
+                "timeout" | "http_status" | "reset" | "close" => Role::Terminal,
+                "bandwidth" | "slow_body" | "slicer" => Role::Shape,
+                _ => Role::Proxy,
+            })
+            .collect();
         let shared = Arc::new(Shared {
-            any_request_fault: spec
-                .faults
-                .iter()
-                .any(|f| super::spec::REQUEST_KINDS.contains(&f.kind.as_str())),
+            any_request_fault: roles.iter().any(|r| *r != Role::Proxy),
+            roles,
             authority: authority.to_string(),
             prefix: prefix.to_string(),
             authority_value,
             matchers,
             spec,
             start: Instant::now(),
-            client,
             state: Mutex::new(state),
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -187,12 +238,13 @@ impl Proxy {
             shared.refusals.fetch_add(1, Ordering::Relaxed);
             None
         } else {
-            let _guard = rt.enter();
+            let _guard = rts[0].enter();
             Some(TcpListener::from_std(listener).map_err(|e| e.to_string())?)
         };
-        rt.spawn(accept_loop(listener, addr, shared.clone(), tls));
+        let handles = rts.iter().map(|r| r.handle().clone()).collect();
+        rts[0].spawn(accept_loop(listener, addr, shared.clone(), tls, handles));
         Ok(Proxy {
-            rt: Some(rt),
+            rts,
             shared,
             addr,
             url,
@@ -208,7 +260,7 @@ impl Proxy {
     /// Stops serving (as dropping does) and returns the final report.
     pub fn stop(mut self) -> serde_json::Value {
         let r = self.report();
-        if let Some(rt) = self.rt.take() {
+        for rt in self.rts.drain(..) {
             rt.shutdown_background();
         }
         r
@@ -217,11 +269,28 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
+        for rt in self.rts.drain(..) {
             // Not `drop(rt)`: that blocks, which a caller's runtime forbids.
             rt.shutdown_background();
         }
     }
+}
+
+/// The proxy's runtimes: two of one thread each, rather than one of two
+/// threads. A connection's task never moves to the other thread, so no
+/// request pays for a cross-thread wake-up or work stealing (measured:
+/// 88 % against 46 % of direct throughput at 4 connections; docs/chaos.md).
+fn workers(name: &str) -> Result<Vec<tokio::runtime::Runtime>, String> {
+    (0..2)
+        .map(|_| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("chaos-{name}"))
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the proxy's runtime: {e}"))
+        })
+        .collect()
 }
 
 /// Fault `i`'s stream: distinct per fault, fixed by the seed.
@@ -241,24 +310,32 @@ impl Shared {
             return d;
         }
         let t = self.elapsed_ms();
+        let selects = |i: usize, f: &Fault| {
+            self.roles[i] != Role::Proxy
+                && f.active_at(t)
+                && (f.methods.is_empty() || f.methods.iter().any(|m| m == method))
+                && self.matchers[i].as_ref().is_none_or(|m| m.is_match(path))
+        };
+        // Outside every window, or filtered out: no draw, no count, no lock.
+        let Some(first) = self
+            .spec
+            .faults
+            .iter()
+            .enumerate()
+            .position(|(i, f)| selects(i, f))
+        else {
+            return d;
+        };
         let mut st = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let State { rngs, counts } = &mut *st;
-        for (i, f) in self.spec.faults.iter().enumerate() {
-            let terminal = matches!(
-                f.kind.as_str(),
-                "timeout" | "http_status" | "reset" | "close"
-            );
-            let shaping = matches!(f.kind.as_str(), "bandwidth" | "slow_body" | "slicer");
-            if !(terminal || shaping || f.kind == "latency")
-                || !f.active_at(t)
-                || !(f.methods.is_empty() || f.methods.iter().any(|m| m == method))
-                || !self.matchers[i].as_ref().is_none_or(|m| m.is_match(path))
-            {
+        for (i, f) in self.spec.faults.iter().enumerate().skip(first) {
+            if i > first && !selects(i, f) {
                 continue;
             }
+            let role = self.roles[i];
             counts[i].seen += 1;
             // One draw per selected request, hit or not, so that each
             // fault's sequence depends only on the seed and the request order.
@@ -266,7 +343,7 @@ impl Shared {
             if roll >= f.rate {
                 continue;
             }
-            if f.kind == "latency" {
+            if role == Role::Latency {
                 let jitter = if f.jitter_ms > 0 {
                     rngs[i].random_range(-(f.jitter_ms as i64)..=f.jitter_ms as i64)
                 } else {
@@ -274,9 +351,9 @@ impl Shared {
                 };
                 d.delay += Duration::from_millis((f.delay_ms as i64 + jitter).max(0) as u64);
                 counts[i].injected += 1;
-            } else if terminal && d.terminal.is_none() {
+            } else if role == Role::Terminal && d.terminal.is_none() {
                 d.terminal = Some(i);
-            } else if shaping && d.shape.is_none() {
+            } else if role == Role::Shape && d.shape.is_none() {
                 d.shape = Some(i);
             }
         }
@@ -361,6 +438,7 @@ async fn accept_loop(
     addr: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    handles: Vec<tokio::runtime::Handle>,
 ) {
     loop {
         let t = shared.elapsed_ms();
@@ -398,10 +476,18 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        shared.connections.fetch_add(1, Ordering::Relaxed);
+        let n = shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let handle = &handles[n as usize % handles.len()];
+        // To the next runtime: the socket leaves this one's reactor.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        handle.spawn(async move {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             let stream = match tls {
                 None => Stream::Plain(stream),
                 Some(acceptor) => match acceptor.accept(stream).await {
@@ -424,28 +510,61 @@ async fn sleep_ms(ms: Option<u64>) {
     }
 }
 
+/// An upstream connection's future, run by the task of the client
+/// connection it serves.
+type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The upstream side of one client connection: its own HTTP/1.1 connection,
+/// opened on the first forwarded request and again when the upstream closed
+/// it. hyper serves a connection's requests one at a time, so the sender is
+/// never contended.
+struct Upstream {
+    sender: Mutex<Option<SendRequest<Incoming>>>,
+    /// Hands a new connection's future to the client connection's task.
+    drive: tokio::sync::mpsc::UnboundedSender<Driven>,
+}
+
 async fn serve(stream: Stream, shared: Arc<Shared>) {
     let reset = Arc::new(AtomicBool::new(false));
     let conn = Conn {
         stream,
         reset: reset.clone(),
     };
+    let (drive, mut driven) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = Arc::new(Upstream {
+        sender: Mutex::new(None),
+        drive,
+    });
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         let reset = reset.clone();
-        async move { handle(req, &shared, &reset).await }
+        let upstream = upstream.clone();
+        async move { handle(req, &shared, &reset, &upstream).await }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let server = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(conn), service)
-        .await;
+        .serve_connection(TokioIo::new(conn), service);
+    let mut server = std::pin::pin!(server);
+    // The client connection and its upstream connection in one task: an
+    // upstream response wakes the task that writes it back, on the same
+    // thread, with no hand-over. The upstream connection closes with it.
+    let mut upstreams = FuturesUnordered::<Driven>::new();
+    let _ = std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(c)) = driven.poll_recv(cx) {
+            upstreams.push(c);
+        }
+        while let Poll::Ready(Some(())) = upstreams.poll_next_unpin(cx) {}
+        server.as_mut().poll(cx)
+    })
+    .await;
 }
 
 async fn handle(
     req: Request<Incoming>,
     sh: &Shared,
     reset: &AtomicBool,
-) -> Result<Response<Body>, io::Error> {
+    upstream: &Upstream,
+) -> Result<Response<OutBody>, io::Error> {
     let d = sh.decide(req.method().as_str(), req.uri().path());
     if !d.delay.is_zero() {
         tokio::time::sleep(d.delay).await;
@@ -455,7 +574,7 @@ async fn handle(
         match f.kind.as_str() {
             // Hold the connection: no byte is ever sent.
             "timeout" => std::future::pending::<()>().await,
-            "http_status" => return Ok(status_response(f)),
+            "http_status" => return Ok(status_response(f).map(OutBody::Made)),
             "reset" => {
                 reset.store(true, Ordering::SeqCst);
                 return Err(io::Error::new(
@@ -467,59 +586,130 @@ async fn handle(
             _ => return Err(io::Error::other("chaos: close")),
         }
     }
-    let shape = d.shape.map(|i| sh.spec.faults[i].clone());
-    Ok(match forward(req, sh).await {
+    Ok(match forward(req, sh, upstream).await {
         Ok(resp) => {
             sh.forwarded.fetch_add(1, Ordering::Relaxed);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let body: Body = match shape {
-                Some(f) => shaped(body, &f),
-                None => body.map_err(BoxError::from).boxed_unsync(),
+            let body = match d.shape {
+                Some(i) => OutBody::Made(shaped(body, &sh.spec.faults[i])),
+                None => OutBody::Forwarded(body),
             };
             Response::from_parts(parts, body)
         }
         Err(e) => {
             sh.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            let mut r = Response::new(full(format!(
+            let mut r = Response::new(OutBody::Made(full(format!(
                 "chaos proxy `{}`: upstream {} failed: {e}\n",
                 sh.spec.name, sh.authority
-            )));
+            ))));
             *r.status_mut() = StatusCode::BAD_GATEWAY;
             r
         }
     })
 }
 
+/// Sends `req` to the upstream on the client connection's own upstream
+/// connection, opening one when there is none or the upstream closed it (a
+/// request it gave back unsent is sent again on the new one, once).
 async fn forward(
     req: Request<Incoming>,
     sh: &Shared,
-) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    upstream: &Upstream,
+) -> Result<Response<Incoming>, String> {
     let (mut parts, body) = req.into_parts();
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!("http://{}{}{pq}", sh.authority, sh.prefix);
-    parts.uri = uri.parse().unwrap_or_default();
+    // Origin form, as HTTP/1.1 sends to a server; the client's own URI
+    // already is unless the upstream has a path prefix.
+    if !sh.prefix.is_empty() || parts.uri.scheme().is_some() {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = format!("{}{pq}", sh.prefix)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+    }
     parts.version = hyper::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
         .insert(hyper::header::HOST, sh.authority_value.clone());
-    sh.client.request(Request::from_parts(parts, body)).await
+    let mut req = Request::from_parts(parts, body);
+    let pinned = upstream
+        .sender
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let mut fresh = false;
+    let mut sender = match pinned {
+        Some(s) if !s.is_closed() => s,
+        _ => {
+            fresh = true;
+            connect(sh, upstream).await?
+        }
+    };
+    let resp = loop {
+        let sent = match sender.ready().await {
+            Ok(()) => sender.try_send_request(req).await,
+            // The idle connection was closed by the upstream: a new one.
+            Err(_) if !fresh => {
+                fresh = true;
+                sender = connect(sh, upstream).await?;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match sent {
+            Ok(resp) => break resp,
+            Err(mut e) => match e.take_message() {
+                Some(back) if !fresh => {
+                    req = back;
+                    fresh = true;
+                    sender = connect(sh, upstream).await?;
+                }
+                _ => return Err(e.into_error().to_string()),
+            },
+        }
+    };
+    *upstream
+        .sender
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+    Ok(resp)
+}
+
+/// A new upstream connection for `upstream`'s client connection.
+async fn connect(sh: &Shared, upstream: &Upstream) -> Result<SendRequest<Incoming>, String> {
+    let tcp = TcpStream::connect(sh.authority.as_str())
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    upstream
+        .drive
+        .send(Box::pin(async move {
+            let _ = conn.await;
+        }))
+        .map_err(|_| "the client connection is gone".to_string())?;
+    Ok(sender)
 }
 
 fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
+    use hyper::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE,
+    };
+    // Standard names as constants: not parsed again for every request.
     for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "upgrade",
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        UPGRADE,
     ] {
         h.remove(name);
     }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
 }
 
 fn full(text: impl Into<Bytes>) -> Body {
