@@ -98,6 +98,9 @@ pub struct Store {
     /// (statements and commit), for `PIPE_BENCH_STATS` (runtime/bench/README.md).
     writes: Cell<u64>,
     write_time: Cell<Duration>,
+    /// Between [`Store::begin_batch`] and [`Store::commit_batch`]: step
+    /// writes join one transaction, opened by the first of them.
+    batch: Cell<bool>,
 }
 
 const SCHEMA: &str = "
@@ -231,6 +234,7 @@ impl Store {
             path,
             writes: Cell::new(0),
             write_time: Cell::new(Duration::ZERO),
+            batch: Cell::new(false),
         })
     }
 
@@ -341,7 +345,31 @@ impl Store {
             .map_err(|e| self.err(&e))
     }
 
+    /// Starts a batch: the step records written until [`Store::commit_batch`]
+    /// share one transaction. Nothing they record is durable, so nothing may
+    /// be reported about them, before `commit_batch` returns (the scheduler
+    /// holds its events and the processes it starts until then).
+    pub fn begin_batch(&self) {
+        self.batch.set(true);
+    }
+
+    /// Commits the batch's transaction, if a write opened one.
+    pub fn commit_batch(&self) -> Result<(), StateError> {
+        self.batch.set(false);
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.timed(|| self.conn.execute_batch("COMMIT"))
+            .map_err(|e| self.err(&e))
+    }
+
     fn write_step(&self, run: i64, s: &StepRecord) -> rusqlite::Result<()> {
+        if self.batch.get() {
+            if self.conn.is_autocommit() {
+                self.conn.execute_batch("BEGIN")?;
+            }
+            return Self::step_statements(&self.conn, run, s);
+        }
         let tx = self.conn.unchecked_transaction()?;
         Self::step_statements(&tx, run, s)?;
         tx.commit()
