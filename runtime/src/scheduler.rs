@@ -128,6 +128,9 @@ enum Done {
     OnFailure(usize),
 }
 
+/// An attempt's task, spawned once its tick's writes are committed.
+type HeldTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Runs a plan (or the rest of it, given prior step records) to the end.
 pub struct Scheduler<'a> {
     plan: &'a Plan,
@@ -161,7 +164,7 @@ pub struct Scheduler<'a> {
     /// attempts it starts wait here ([`Scheduler::flush`]).
     batching: bool,
     held_events: Vec<Event>,
-    held_tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    held_tasks: Vec<HeldTask>,
 }
 
 /// The prefix of the process token of every step of a run (see

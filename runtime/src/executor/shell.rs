@@ -40,11 +40,10 @@ async fn run(job: Job, mut io: Io) -> Outcome {
     // creating and deleting an empty file for each of thousands of silent
     // steps costs more than running them (runtime/bench/README.md). Each
     // attempt has a path of its own; one a crashed pipe left is removed.
-    match std::fs::remove_file(&job.output_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+    if let Err(e) = std::fs::remove_file(&job.output_path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
             return Outcome::error(format!("cannot remove {}: {e}", job.output_path.display()));
         }
-        _ => {}
     }
     let shell = job.shell.clone().unwrap_or_else(|| "sh".to_string());
     let mut cmd = Command::new(&shell);
