@@ -822,3 +822,30 @@ fn a_secret_read_directly_is_masked_before_any_step_resolves_it() {
         r.stderr
     );
 }
+
+/// A log file is created at an attempt's first line: a silent attempt has
+/// none and `pipe logs` shows it empty. `$PIPE_OUTPUT` does not exist until
+/// the step writes to it.
+#[test]
+fn log_files_are_created_at_the_first_line() {
+    let p = Proj::new(
+        "pipeline p {\n  stage s {\n    step quiet { run = \"test ! -e \\\"$PIPE_OUTPUT\\\"\" }\n    step loud { run = \"echo hi; echo oops >&2\" }\n  }\n}\n",
+    );
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_secs(30));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!p.path(".pipe/logs/1/s.quiet.1.log").exists());
+    let mut lines: Vec<String> = p
+        .read(".pipe/logs/1/s.loud.1.log")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["hi", "oops"]);
+    let quiet = p.run(&["logs", "1", "quiet"], Duration::from_secs(20));
+    assert_eq!(
+        (quiet.code, quiet.stdout.as_str()),
+        (0, ""),
+        "{}",
+        quiet.stderr
+    );
+}

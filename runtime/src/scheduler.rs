@@ -128,6 +128,9 @@ enum Done {
     OnFailure(usize),
 }
 
+/// An attempt's task, spawned once its tick's writes are committed.
+type HeldTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Runs a plan (or the rest of it, given prior step records) to the end.
 pub struct Scheduler<'a> {
     plan: &'a Plan,
@@ -156,6 +159,12 @@ pub struct Scheduler<'a> {
     waiting_at: Vec<String>,
     /// The run's status is `waiting` in the store (only gates are left).
     run_waiting: bool,
+    /// A dispatcher tick's store writes share one transaction
+    /// ([`Store::begin_batch`]); until it commits, the tick's events and the
+    /// attempts it starts wait here ([`Scheduler::flush`]).
+    batching: bool,
+    held_events: Vec<Event>,
+    held_tasks: Vec<HeldTask>,
 }
 
 /// The prefix of the process token of every step of a run (see
@@ -208,6 +217,9 @@ impl<'a> Scheduler<'a> {
             plan_hash: crate::gate::plan_hash(plan),
             waiting_at: Vec::new(),
             run_waiting: false,
+            batching: false,
+            held_events: Vec::new(),
+            held_tasks: Vec::new(),
         }
     }
 
@@ -342,7 +354,41 @@ impl<'a> Scheduler<'a> {
     fn emit(&mut self, mut event: Event) {
         let masker = self.masker.clone();
         event.map_text(|t| mask_with(&masker, t));
-        self.sink.emit(&event);
+        if self.batching {
+            self.held_events.push(event);
+        } else {
+            self.sink.emit(&event);
+        }
+    }
+
+    /// Starts batching the store writes of a dispatcher tick.
+    fn begin_batch(&mut self) {
+        self.batching = true;
+        self.store.begin_batch();
+    }
+
+    /// Ends a tick: commits its store writes, then emits its events and
+    /// starts its attempts, so that every state change is committed before
+    /// the event about it and a step is recorded `running` before it runs.
+    fn flush(&mut self) -> Result<(), StateError> {
+        self.store.commit_batch()?;
+        self.batching = false;
+        for e in std::mem::take(&mut self.held_events) {
+            self.sink.emit(&e);
+        }
+        for t in self.held_tasks.drain(..) {
+            tokio::spawn(t);
+        }
+        Ok(())
+    }
+
+    /// Spawns an attempt's task, once the tick's writes are committed.
+    fn spawn_attempt(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if self.batching {
+            self.held_tasks.push(Box::pin(task));
+        } else {
+            tokio::spawn(task);
+        }
     }
 
     /// Registers the secrets resolved since the last call with the masker,
@@ -441,7 +487,11 @@ impl<'a> Scheduler<'a> {
         });
 
         loop {
-            // Chaos blocks end with the rest of their stage (crate::chaos).
+            // Chaos blocks end with the rest of their stage (crate::chaos);
+            // tearing one down awaits, so the tick so far is committed first.
+            if crate::chaos::any_active(&self.token_base) {
+                self.flush()?;
+            }
             if let Some(id) = self
                 .settle_chaos(steps, &mut slots, stopping, false)
                 .await?
@@ -506,6 +556,7 @@ impl<'a> Scheduler<'a> {
                 }
                 ready.extend(blocked);
             }
+            self.flush()?;
             let idle = running == 0 && ready.is_empty() && timers.is_empty();
             if idle && !stopping && !waiting.is_empty() {
                 // Only gates are left: stop (non-interactive) or wait for them.
@@ -522,6 +573,9 @@ impl<'a> Scheduler<'a> {
             }
             let next_timer = timers.first().map(|t| t.0);
             let poll_at = (!waiting.is_empty()).then_some(next_poll);
+            // What the arm below records joins the next tick's transaction
+            // (flushed at the top of the loop, after the starts it enables).
+            self.begin_batch();
             tokio::select! {
                 biased;
                 Some(()) = recv_signal(sigint) => {
@@ -607,7 +661,7 @@ impl<'a> Scheduler<'a> {
                                     let tx = done_tx.clone();
                                     let io = Io { logs: log_tx.clone(), stop: stop_rx.clone() };
                                     let exec = crate::executor::shell::Shell;
-                                    tokio::spawn(async move {
+                                    self.spawn_attempt(async move {
                                         let _ = crate::executor::Executor::run(&exec, job, io).await;
                                         let _ = tx.send(Done::OnFailure(i));
                                     });
@@ -932,7 +986,7 @@ impl<'a> Scheduler<'a> {
             logs: log_tx.clone(),
             stop: stop_rx.clone(),
         };
-        tokio::spawn(async move {
+        self.spawn_attempt(async move {
             let o = executor.run(*job, io).await;
             let _ = tx.send(Done::Attempt(i, o));
         });

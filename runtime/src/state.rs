@@ -3,9 +3,10 @@
 //! emits an event about it, so `kill -9` at any moment loses nothing that was
 //! reported. See docs/runtime.md.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indexmap::IndexMap;
 use nix::fcntl::{Flock, FlockArg};
@@ -93,6 +94,13 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     dir: PathBuf,
+    /// Write transactions of the run's steps and the time spent in them
+    /// (statements and commit), for `PIPE_BENCH_STATS` (runtime/bench/README.md).
+    writes: Cell<u64>,
+    write_time: Cell<Duration>,
+    /// Between [`Store::begin_batch`] and [`Store::commit_batch`]: step
+    /// writes join one transaction, opened by the first of them.
+    batch: Cell<bool>,
 }
 
 const SCHEMA: &str = "
@@ -224,7 +232,24 @@ impl Store {
             conn,
             dir: dir.to_path_buf(),
             path,
+            writes: Cell::new(0),
+            write_time: Cell::new(Duration::ZERO),
+            batch: Cell::new(false),
         })
+    }
+
+    /// How many step and run writes this store made, and the time they took.
+    pub fn write_stats(&self) -> (u64, Duration) {
+        (self.writes.get(), self.write_time.get())
+    }
+
+    /// Runs one write, counting it in [`Store::write_stats`].
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.writes.set(self.writes.get() + 1);
+        self.write_time.set(self.write_time.get() + t.elapsed());
+        out
     }
 
     /// The connection, for the modules that keep their own tables here
@@ -284,12 +309,13 @@ impl Store {
         failed_step: Option<&str>,
         finished: bool,
     ) -> Result<(), StateError> {
-        self.conn
-            .execute(
+        self.timed(|| {
+            self.conn.execute(
                 "UPDATE runs SET status = ?2, failed_step = ?3, finished_ms = ?4 WHERE id = ?1",
                 params![run, status, failed_step, finished.then(now_ms)],
             )
-            .map_err(|e| self.err(&e))?;
+        })
+        .map_err(|e| self.err(&e))?;
         Ok(())
     }
 
@@ -315,32 +341,63 @@ impl Store {
     /// Writes a step's record (insert or replace) and appends the change to
     /// the step's history, in one transaction.
     pub fn put_step(&self, run: i64, s: &StepRecord) -> Result<(), StateError> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| self.err(&e))?;
-        tx.execute(
+        self.timed(|| self.write_step(run, s))
+            .map_err(|e| self.err(&e))
+    }
+
+    /// Starts a batch: the step records written until [`Store::commit_batch`]
+    /// share one transaction. Nothing they record is durable, so nothing may
+    /// be reported about them, before `commit_batch` returns (the scheduler
+    /// holds its events and the processes it starts until then).
+    pub fn begin_batch(&self) {
+        self.batch.set(true);
+    }
+
+    /// Commits the batch's transaction, if a write opened one.
+    pub fn commit_batch(&self) -> Result<(), StateError> {
+        self.batch.set(false);
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.timed(|| self.conn.execute_batch("COMMIT"))
+            .map_err(|e| self.err(&e))
+    }
+
+    fn write_step(&self, run: i64, s: &StepRecord) -> rusqlite::Result<()> {
+        if self.batch.get() {
+            if self.conn.is_autocommit() {
+                self.conn.execute_batch("BEGIN")?;
+            }
+            return Self::step_statements(&self.conn, run, s);
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        Self::step_statements(&tx, run, s)?;
+        tx.commit()
+    }
+
+    /// The step's history row and its latest record.
+    fn step_statements(tx: &Connection, run: i64, s: &StepRecord) -> rusqlite::Result<()> {
+        // Cached: thousands of steps write the same two statements.
+        tx.prepare_cached(
             "INSERT INTO step_history (run_id, step_id, attempt, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run, s.step_id, s.attempt, s.status, now_ms()],
-        )
-        .map_err(|e| self.err(&e))?;
-        tx.execute(
-                "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run,
-                    s.step_id,
-                    s.status,
-                    s.attempt,
-                    s.started_ms,
-                    s.finished_ms,
-                    s.exit_code,
-                    serde_json::to_string(&s.outputs).unwrap_or_default(),
-                    s.error
-                ],
-            )
-            .map_err(|e| self.err(&e))?;
-        tx.commit().map_err(|e| self.err(&e))
+        )?
+        .execute(params![run, s.step_id, s.attempt, s.status, now_ms()])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            run,
+            s.step_id,
+            s.status,
+            s.attempt,
+            s.started_ms,
+            s.finished_ms,
+            s.exit_code,
+            serde_json::to_string(&s.outputs).unwrap_or_default(),
+            s.error
+        ])?;
+        Ok(())
     }
 
     /// Every status change of a run's steps, oldest first (see [`Transition`]).
@@ -501,12 +558,13 @@ impl Store {
         run: i64,
         outputs: &IndexMap<String, String>,
     ) -> Result<(), StateError> {
-        self.conn
-            .execute(
+        self.timed(|| {
+            self.conn.execute(
                 "INSERT OR REPLACE INTO cache (key, step_id, run_id, outputs, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key, step_id, run, serde_json::to_string(outputs).unwrap_or_default(), now_ms()],
             )
-            .map_err(|e| self.err(&e))?;
+        })
+        .map_err(|e| self.err(&e))?;
         Ok(())
     }
 

@@ -172,6 +172,14 @@ pub fn execute(
     let (end, _) = sched
         .execute(prior, resumed)
         .map_err(|e| Failure::invalid(e.to_string()))?;
+    if std::env::var_os("PIPE_BENCH_STATS").is_some() {
+        // For runtime/bench/run-vs-ninja.sh (runtime/bench/README.md).
+        let (writes, time) = store.write_stats();
+        eprintln!(
+            "pipe-bench: store_writes={writes} store_us={}",
+            time.as_micros()
+        );
+    }
     match end {
         RunEnd::Succeeded => Ok(()),
         RunEnd::Failed => Err(Failure::silent(RUN_FAILED)),

@@ -35,13 +35,15 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             return Outcome::error(format!("cannot create {}: {e}", dir.display()));
         }
     }
-    let log = match std::fs::File::create(&job.log_path) {
-        Ok(f) => Arc::new(Mutex::new(f)),
-        Err(e) => return Outcome::error(format!("cannot create {}: {e}", job.log_path.display())),
-    };
-    // A fresh, empty output file: a retried attempt starts from nothing.
-    if let Err(e) = std::fs::write(&job.output_path, b"") {
-        return Outcome::error(format!("cannot create {}: {e}", job.output_path.display()));
+    let log = Arc::new(Mutex::new(LazyLog::new(job.log_path.clone())));
+    // The step creates its outputs file by writing to it (`>> $PIPE_OUTPUT`):
+    // creating and deleting an empty file for each of thousands of silent
+    // steps costs more than running them (runtime/bench/README.md). Each
+    // attempt has a path of its own; one a crashed pipe left is removed.
+    if let Err(e) = std::fs::remove_file(&job.output_path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Outcome::error(format!("cannot remove {}: {e}", job.output_path.display()));
+        }
     }
     let shell = job.shell.clone().unwrap_or_else(|| "sh".to_string());
     let mut cmd = Command::new(&shell);
@@ -129,6 +131,9 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::error(format!("waiting for the step failed: {e}")),
     };
+    if let Some(e) = log.lock().ok().and_then(|mut l| l.error.take()) {
+        return Outcome::error(format!("cannot create {}: {e}", job.log_path.display()));
+    }
     let exit_code = status.code().or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         status.signal().map(|s| 128 + s)
@@ -219,7 +224,7 @@ async fn pump(
     stderr: bool,
     index: usize,
     tx: tokio::sync::mpsc::UnboundedSender<LogLine>,
-    log: Arc<Mutex<std::fs::File>>,
+    log: Arc<Mutex<LazyLog>>,
     mask: crate::mask::SharedMasker,
 ) {
     let mut reader = BufReader::new(r);
@@ -236,10 +241,7 @@ async fn pump(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .mask_bytes(&buf);
         if let Ok(mut f) = log.lock() {
-            let _ = f.write_all(&buf);
-            if !buf.ends_with(b"\n") {
-                let _ = f.write_all(b"\n");
-            }
+            f.write_line(&buf);
         }
         let text = String::from_utf8_lossy(&buf);
         let line = text.strip_suffix('\n').unwrap_or(&text);
@@ -249,5 +251,49 @@ async fn pump(
             stderr,
             line,
         });
+    }
+}
+
+/// The log file of an attempt, created when the first line arrives: most
+/// steps print little or nothing, and a file per silent step costs a create
+/// in a directory of thousands (runtime/bench/README.md). An attempt that
+/// printed nothing has no log file; `pipe logs` shows it as empty.
+struct LazyLog {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    /// Why the file could not be created, reported as the step's error.
+    error: Option<std::io::Error>,
+}
+
+impl LazyLog {
+    fn new(path: std::path::PathBuf) -> Self {
+        LazyLog {
+            path,
+            file: None,
+            error: None,
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.file.is_none() {
+            match std::fs::File::create(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            // As before the file was lazy: a failed write loses the line in
+            // the file only (the event stream still has it).
+            let _ = f.write_all(line);
+            if !line.ends_with(b"\n") {
+                let _ = f.write_all(b"\n");
+            }
+        }
     }
 }
