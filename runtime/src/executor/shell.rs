@@ -35,7 +35,12 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             return Outcome::error(format!("cannot create {}: {e}", dir.display()));
         }
     }
-    let log = match std::fs::File::create(&job.log_path) {
+    // Appended to: the step's services may have logged their start already.
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.log_path)
+    {
         Ok(f) => Arc::new(Mutex::new(f)),
         Err(e) => return Outcome::error(format!("cannot create {}: {e}", job.log_path.display())),
     };
