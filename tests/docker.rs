@@ -838,7 +838,12 @@ pipeline p {
       fail_on    = "NONE"
       sarif      = "reports/lint.sarif"
     }
-    step blocked = scan.dockerfile_lint { dockerfile = "Dockerfile"  sarif = "reports/blocked.sarif" }
+    # After the others: its failure would cancel them (fail fast).
+    step blocked = scan.dockerfile_lint {
+      needs      = [clean, warned]
+      dockerfile = "Dockerfile"
+      sarif      = "reports/blocked.sarif"
+    }
   }
 }
 "#,
