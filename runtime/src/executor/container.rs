@@ -56,18 +56,15 @@ async fn run(job: Job, mut io: Io) -> Outcome {
     if let Err(e) = docker::ensure_image(&docker, &image, &sink).await {
         return Outcome::error(e);
     }
-    let mut services = super::services::Services::default();
+    let services = match super::services::attach(&docker, &job, &sink, &mut io, true).await {
+        Ok(a) => a,
+        Err(o) => return o,
+    };
     let mut network = input_str(&job.inputs, "network");
-    if let Some(list) = job.inputs.get("services") {
-        let net = docker::run_network(&job);
-        if let Err(e) = services
-            .start(&docker, &job, list, &net, &sink, &mut io)
-            .await
-        {
-            services.remove(&docker).await;
-            return e;
-        }
-        network.get_or_insert(net);
+    let mut extra_env = Vec::new();
+    if let Some(a) = &services {
+        network.get_or_insert(a.network.clone());
+        extra_env.clone_from(&a.env);
     }
     let spec = Spec {
         image,
@@ -77,9 +74,12 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             command,
         ],
         network,
+        env: extra_env,
     };
     let outcome = run_step(&docker, &job, spec, &sink, &mut io).await;
-    services.remove(&docker).await;
+    if let Some(a) = services {
+        a.detach().await;
+    }
     sink.flush();
     outcome
 }
@@ -88,10 +88,17 @@ struct Spec {
     image: String,
     cmd: Vec<String>,
     network: Option<String>,
+    /// Where the services are (`PIPE_SERVICE_*`).
+    env: Vec<(String, String)>,
 }
 
 async fn run_step(docker: &Docker, job: &Job, spec: Spec, sink: &LogSink, io: &mut Io) -> Outcome {
-    let mut env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env: Vec<String> = job
+        .env
+        .iter()
+        .chain(&spec.env)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     env.push(format!("PIPE_OUTPUT={}", docker::OUTPUT_FILE));
     env.push(format!("PIPE_WORKSPACE={}", docker::WORKSPACE));
     let mut host = HostConfig {

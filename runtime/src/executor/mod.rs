@@ -6,6 +6,7 @@ pub mod container;
 pub mod docker_build;
 pub mod docker_push;
 pub mod docker_run;
+pub mod hadolint;
 pub mod scan;
 pub mod services;
 pub mod shell;
@@ -146,7 +147,10 @@ impl Registry {
         let mut r = Registry {
             map: HashMap::new(),
         };
-        r.register("shell", Arc::new(shell::Shell));
+        r.register(
+            "shell",
+            Arc::new(services::WithServices(Arc::new(shell::Shell))),
+        );
         crate::http::register(&mut r);
         r.register("container", Arc::new(container::Container));
         r.register("docker.build", Arc::new(docker_build::Build));
@@ -156,6 +160,7 @@ impl Registry {
         r.register("policy", Arc::new(crate::gate::policy::Policy));
         r.register("scan.image", Arc::new(scan::Image));
         r.register("scan.config", Arc::new(scan::Config));
+        r.register("scan.dockerfile_lint", Arc::new(hadolint::DockerfileLint));
         r.register("swarm", Arc::new(swarm::Swarm));
         crate::deploy::register(&mut r);
         r.register("chaos", Arc::new(crate::chaos::Chaos));

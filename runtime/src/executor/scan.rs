@@ -59,7 +59,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_mins(15);
 pub const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"];
 
 /// The rank of a severity (0 = CRITICAL); unknown names rank as UNKNOWN.
-fn rank(sev: &str) -> usize {
+pub(crate) fn rank(sev: &str) -> usize {
     SEVERITIES
         .iter()
         .position(|s| s.eq_ignore_ascii_case(sev))
@@ -69,6 +69,11 @@ fn rank(sev: &str) -> usize {
 /// A threshold input: a severity, or `NONE`/empty for none.
 fn threshold(job: &Job, key: &str, default: &str) -> Result<Option<usize>, String> {
     let v = input_str(&job.inputs, key).unwrap_or_else(|| default.to_string());
+    parse_threshold(key, &v)
+}
+
+/// `fail_on`/`warn_on` text: a severity, or `NONE`/empty for none.
+pub(crate) fn parse_threshold(key: &str, v: &str) -> Result<Option<usize>, String> {
     let v = v.trim();
     if v.is_empty() || v.eq_ignore_ascii_case("none") {
         return Ok(None);
@@ -164,7 +169,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn to_json(&self) -> Json {
+    pub(crate) fn to_json(&self) -> Json {
         json!({
             "kind": self.kind,
             "id": self.id,
@@ -175,7 +180,7 @@ impl Finding {
         })
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let at = match self.line {
             Some(l) => format!("{}:{l}", self.target),
             None => self.target.clone(),
@@ -643,6 +648,35 @@ async fn scan(job: Job, mut io: Io, kind: Kind) -> Outcome {
         sink.line(false, &format!("SARIF written to {}", dest.display()));
     }
 
+    let mut extra = IndexMap::new();
+    extra.insert(
+        "sarif".into(),
+        sarif_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    extra.insert(
+        "vulnerability_db".into(),
+        db.as_ref()
+            .map_or_else(|| "none".to_string(), |d| d.display().to_string()),
+    );
+    if !image_id.is_empty() {
+        extra.insert("image_id".into(), image_id);
+    }
+    verdict(all, fail_on, warn_on, &sink, extra)
+}
+
+/// The step's result from its findings: counts, the findings list and
+/// `status` as outputs (after `extra`), failed when any is at or above
+/// `fail_on`, warning about those at or above `warn_on`.
+pub(crate) fn verdict(
+    mut all: Vec<Finding>,
+    fail_on: Option<usize>,
+    warn_on: Option<usize>,
+    sink: &LogSink,
+    extra: IndexMap<String, String>,
+) -> Outcome {
     all.sort_by_key(|f| rank(&f.severity));
     let c = counts(&all);
     let failing: Vec<&Finding> = all
@@ -681,21 +715,7 @@ async fn scan(job: Job, mut io: Io, kind: Kind) -> Outcome {
         "findings".into(),
         Json::Array(all.iter().map(Finding::to_json).collect()).to_string(),
     );
-    outputs.insert(
-        "sarif".into(),
-        sarif_path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    );
-    outputs.insert(
-        "vulnerability_db".into(),
-        db.as_ref()
-            .map_or_else(|| "none".to_string(), |d| d.display().to_string()),
-    );
-    if !image_id.is_empty() {
-        outputs.insert("image_id".into(), image_id);
-    }
+    outputs.extend(extra);
     let status = if !failing.is_empty() {
         "failed"
     } else if !warning.is_empty() {

@@ -279,7 +279,12 @@ impl LazyLog {
             return;
         }
         if self.file.is_none() {
-            match std::fs::File::create(&self.path) {
+            // Appended to: the step's services may have logged their start.
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
                 Ok(f) => self.file = Some(f),
                 Err(e) => {
                     self.error = Some(e);
