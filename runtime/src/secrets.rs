@@ -338,31 +338,44 @@ pub fn names_in(plan: &Plan) -> BTreeSet<String> {
     for env in plan.envs().values() {
         names.extend(env.secrets.iter().cloned());
     }
-    let mut visit = |d: &Deferrable| {
-        if let Deferrable::Deferred(e) = d {
-            e.walk(&mut |sub| {
-                if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
-                    names.insert((*name).to_string());
-                }
-            });
-        }
-    };
     for step in plan.steps().iter().chain(plan.handlers()) {
-        step.env
-            .values()
-            .chain(step.inputs.values())
-            .for_each(&mut visit);
-        step.when.iter().for_each(&mut visit);
-        for cmd in step.run.iter().chain(step.on_failure.iter()) {
-            for part in &cmd.parts {
-                if let CommandPart::Value(d) = part {
-                    visit(d);
-                }
-            }
-        }
+        names.extend(read_by(step));
     }
     for env in plan.envs().values() {
-        env.vars.values().for_each(&mut visit);
+        env.vars
+            .values()
+            .for_each(|d| secrets_in(d, &mut |n| names.insert(n)));
+    }
+    names
+}
+
+/// Calls `found` with the name of every `secrets.NAME` that `d` reads.
+fn secrets_in(d: &Deferrable, found: &mut impl FnMut(String) -> bool) {
+    if let Deferrable::Deferred(e) = d {
+        e.walk(&mut |sub| {
+            if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
+                found((*name).to_string());
+            }
+        });
+    }
+}
+
+/// Every `secrets.NAME` one step reads: in its env, inputs, `when`, `run`
+/// and `on_failure`.
+fn read_by(step: &pipe_lang::plan::PlanStep) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut visit = |d: &Deferrable| secrets_in(d, &mut |n| names.insert(n));
+    step.env
+        .values()
+        .chain(step.inputs.values())
+        .for_each(&mut visit);
+    step.when.iter().for_each(&mut visit);
+    for cmd in step.run.iter().chain(step.on_failure.iter()) {
+        for part in &cmd.parts {
+            if let CommandPart::Value(d) = part {
+                visit(d);
+            }
+        }
     }
     names
 }
@@ -374,29 +387,11 @@ pub fn reads_by_step(plan: &Plan) -> Vec<(String, Option<String>, String)> {
     let mut out: Vec<(String, Option<String>, String)> = Vec::new();
     for step in plan.steps().iter().chain(plan.handlers()) {
         let env = step.environment.clone().or_else(|| plan.target_env.clone());
-        let mut names: BTreeSet<String> = BTreeSet::new();
-        let mut visit = |d: &Deferrable| {
-            if let Deferrable::Deferred(e) = d {
-                e.walk(&mut |sub| {
-                    if let Some(["secrets", name, ..]) = sub.as_path().as_deref() {
-                        names.insert((*name).to_string());
-                    }
-                });
-            }
-        };
-        step.env
-            .values()
-            .chain(step.inputs.values())
-            .for_each(&mut visit);
-        step.when.iter().for_each(&mut visit);
-        for cmd in step.run.iter().chain(step.on_failure.iter()) {
-            for part in &cmd.parts {
-                if let CommandPart::Value(d) = part {
-                    visit(d);
-                }
-            }
-        }
-        out.extend(names.into_iter().map(|n| (step.id.clone(), env.clone(), n)));
+        out.extend(
+            read_by(step)
+                .into_iter()
+                .map(|n| (step.id.clone(), env.clone(), n)),
+        );
     }
     out
 }
