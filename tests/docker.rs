@@ -297,7 +297,7 @@ fn timeout_stops_and_removes_the_container() {
     );
     let st = p.status_json();
     let s = step(&st, &format!("s.{id}"));
-    assert_eq!(s["status"], "failed", "{st}");
+    assert_eq!(s["status"], "timed_out", "{st}");
     assert!(
         s["error"]
             .as_str()

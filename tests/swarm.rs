@@ -433,7 +433,7 @@ fn a_timeout_removes_the_service() {
     assert_eq!(r.code, 1, "{}", r.all());
     let st = p.status_json();
     let s = step(&st, &format!("s.{id}"));
-    assert_eq!(s["status"], "failed", "{st}");
+    assert_eq!(s["status"], "timed_out", "{st}");
     assert_eq!(
         s["error"], "timed out after 3s; the swarm service was removed",
         "{st}"

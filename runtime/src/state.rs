@@ -101,6 +101,8 @@ pub struct Store {
     /// Between [`Store::begin_batch`] and [`Store::commit_batch`]: step
     /// writes join one transaction, opened by the first of them.
     batch: Cell<bool>,
+    /// Whether the batch's transaction is open (a write of it began one).
+    batch_open: Cell<bool>,
 }
 
 const SCHEMA: &str = "
@@ -235,6 +237,7 @@ impl Store {
             writes: Cell::new(0),
             write_time: Cell::new(Duration::ZERO),
             batch: Cell::new(false),
+            batch_open: Cell::new(false),
         })
     }
 
@@ -253,8 +256,17 @@ impl Store {
     }
 
     /// The connection, for the modules that keep their own tables here
-    /// (see [`crate::gate`] and [`crate::deploy::ledger`]).
+    /// (see [`crate::gate`] and [`crate::deploy::ledger`]). They open
+    /// transactions of their own (a gate decision is `BEGIN IMMEDIATE`), so
+    /// a dispatcher tick's open batch is committed first: its records become
+    /// durable earlier than the tick's end, which the batch allows, and the
+    /// batch goes on in a new transaction with its next write.
     pub(crate) fn conn(&self) -> &Connection {
+        if self.batch_open.replace(false) && !self.conn.is_autocommit() {
+            // Should COMMIT fail, the caller's own BEGIN fails next and
+            // reports the store with its path.
+            let _ = self.timed(|| self.conn.execute_batch("COMMIT"));
+        }
         &self.conn
     }
 
@@ -356,7 +368,7 @@ impl Store {
     /// Commits the batch's transaction, if a write opened one.
     pub fn commit_batch(&self) -> Result<(), StateError> {
         self.batch.set(false);
-        if self.conn.is_autocommit() {
+        if !self.batch_open.replace(false) || self.conn.is_autocommit() {
             return Ok(());
         }
         self.timed(|| self.conn.execute_batch("COMMIT"))
@@ -367,6 +379,7 @@ impl Store {
         if self.batch.get() {
             if self.conn.is_autocommit() {
                 self.conn.execute_batch("BEGIN")?;
+                self.batch_open.set(true);
             }
             return Self::step_statements(&self.conn, run, s);
         }
