@@ -89,7 +89,7 @@ test('keywords that start declarations', () => {
   expectScope(release, 'step migrate', 'entity.name.tag.step.pipe', { offset: 5 });
   expectScope(release, 'step "image-', 'keyword.other.step.pipe');
   expectScope(release, 'gate approve', 'keyword.other.gate.pipe');
-  expectScope(release, 'chaos pagespeed', 'keyword.other.chaos.pipe');
+  expectScope(release, 'chaos slow_pagespeed', 'keyword.other.chaos.pipe');
   expectScope(release, 'for svc in', 'keyword.control.loop.for.pipe');
   expectScope(release, 'for svc in', 'variable.other.loop.pipe', { offset: 4 });
   expectScope(release, 'for svc in', 'keyword.control.loop.in.pipe', { offset: 8 });
@@ -109,7 +109,7 @@ test('keywords used as keys or names are not keywords', () => {
   expectScope(release, 'env   = staging', 'variable.other.property.pipe');
   expectNoScope(release, 'env   = staging', 'keyword.other');
   expectNoScope(release, 'env.DATA_DIR', 'keyword.other');
-  expectScope(release, 'chaos.pagespeed.url', 'variable.other.pipe');
+  expectScope(release, 'chaos.slow_pagespeed.url', 'variable.other.pipe');
   expectScope(release, 'stage chaos', 'entity.name.section.stage.pipe', { offset: 6 });
 });
 
