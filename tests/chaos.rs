@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use pipe_runtime::chaos::{Fault, Proxy, Spec};
 
-use crate::common::{finish, pipe_bin, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
 
 /// A keep-alive HTTP/1.1 server on 127.0.0.1: `GET /big` answers 10,000
 /// bytes, anything else `hello <path>`. It counts the requests it served.
@@ -842,25 +842,8 @@ impl DockerProj {
     fn new(tag: &str) -> DockerProj {
         let proj = Proj::new("");
         let dir = proj.dir.path();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let id = format!("pipetest-chaos-{tag}-{}-{nanos}", std::process::id());
-        let bin = dir.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::create_dir_all(dir.join("rootfs/tmp")).expect("mkdir");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-            }
-        }
+        let id = unique_id(&format!("pipetest-chaos-{tag}"));
+        busybox_rootfs(dir, None);
         let base = format!("{id}-base:1");
         DockerProj {
             proj,

@@ -225,3 +225,39 @@ pub fn finish(mut child: std::process::Child, bound: Duration) -> Ran {
         took: t0.elapsed(),
     }
 }
+
+/// A name unique to this test process and moment, for the images,
+/// containers and networks a test creates on the shared daemon.
+pub fn unique_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Writes a busybox-static root filesystem at `<root>/rootfs` (every applet
+/// linked in `bin/`, an empty `tmp/`, and `etc/passwd` when given): the
+/// offline base image the container tests import, since nothing can be
+/// pulled on these machines.
+pub fn busybox_rootfs(root: &std::path::Path, passwd: Option<&str>) {
+    let rootfs = root.join("rootfs");
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::create_dir_all(rootfs.join("tmp")).expect("mkdir");
+    if let Some(passwd) = passwd {
+        std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
+        std::fs::write(rootfs.join("etc/passwd"), passwd).expect("passwd");
+    }
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
+        }
+    }
+}

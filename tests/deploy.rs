@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::{finish, pipe_bin, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -43,20 +43,9 @@ struct Proj {
 impl Proj {
     fn new(tag: &str) -> Proj {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let id = format!("pipedeploy-{tag}-{}-{nanos}", std::process::id());
+        let id = unique_id(&format!("pipedeploy-{tag}"));
         let p = Proj { dir, id };
-        let bin = p.path("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::create_dir_all(p.path("rootfs/tmp")).expect("mkdir");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
-        for applet in ["sh", "httpd", "mkdir", "echo", "sleep", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-        }
+        busybox_rootfs(p.dir.path(), None);
         let base = format!("{}-base:1", p.id);
         let app = |extra: &str| {
             format!(

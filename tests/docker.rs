@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
 use bollard::Docker;
 
-use crate::common::{finish, pipe_bin, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
 
 /// A project in a temp dir with a busybox rootfs at `rootfs/`, and the images
 /// it made (removed on drop).
@@ -41,31 +41,11 @@ fn engine() -> Docker {
 impl Proj {
     fn new(tag: &str) -> Proj {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let id = format!("pipetest-{tag}-{}-{nanos}", std::process::id());
-        let bin = dir.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("rootfs/tmp")).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("rootfs/etc")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("rootfs/etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n",
-        )
-        .expect("passwd");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-            }
-        }
+        let id = unique_id(&format!("pipetest-{tag}"));
+        busybox_rootfs(
+            dir.path(),
+            Some("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n"),
+        );
         Proj {
             dir,
             id,

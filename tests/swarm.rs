@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::{finish, pipe_bin, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -92,25 +92,8 @@ impl Proj {
     fn new(tag: &str) -> Proj {
         let swarm = SwarmHold::take();
         let dir = tempfile::tempdir().expect("tempdir");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let id = format!("swarmtest-{tag}-{}-{nanos}", std::process::id());
-        let bin = dir.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("rootfs/tmp")).expect("mkdir");
-        std::fs::create_dir_all(dir.path().join("rootfs/etc")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("rootfs/etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\n",
-        )
-        .expect("passwd");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static) is needed: run `bash .ci/docker-up.sh`");
-        for applet in ["sh", "echo", "cat", "sleep", "mkdir", "pwd", "ls", "true"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-        }
+        let id = unique_id(&format!("swarmtest-{tag}"));
+        busybox_rootfs(dir.path(), Some("root:x:0:0:root:/root:/bin/sh\n"));
         // The base image is imported by the pipeline's first stage; the
         // rootfs need not travel into each job's workspace.
         std::fs::write(dir.path().join(".dockerignore"), "rootfs\n").expect("dockerignore");
