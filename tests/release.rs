@@ -609,7 +609,8 @@ fn release_staging_production_automatic_and_manual_rollback() {
     );
     assert!(
         errors.load(Ordering::Relaxed) > 0,
-        "the broken version answered 5xx"
+        "the broken version answered 5xx\n{}",
+        r.all()
     );
     assert!(r.all().contains("monitor"), "{}", r.all());
     assert_eq!(version_at(p.prod_port), "1.1.0", "{}", r.all());
