@@ -1,6 +1,12 @@
 //! The `pipe` command: thin glue between the language (`pipe-lang`), the
 //! runtime (`pipe-runtime`) and the terminal.
 
+/// mimalloc rather than the system allocator: `pipe` builds and drops many
+/// small strings and maps (a 10,000-step plan), where glibc malloc cost more
+/// than a third of the lowering time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod diagnostics;
 mod exit;
@@ -258,10 +264,17 @@ fn context(project: &Project, args: &PlanArgs) -> Context {
 
 fn print(s: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-        // A closed pipe (`pipe graph | head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.map_err(Failure::from),
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .or_else(broken_pipe_is_ok)
+}
+
+/// A closed pipe (`pipe graph | head`) is not an error.
+fn broken_pipe_is_ok(e: std::io::Error) -> Result<(), Failure> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure::from(e))
     }
 }
 
@@ -302,8 +315,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let ctx = context(&project, &plan);
             let p = commands::plan_for(&project, &pipeline, &ctx)?;
             let est = commands::graph::estimates(&p, &state.dir(&project), no_history)?;
-            let text = commands::graph::render(&p, format, &est);
-            print(&commands::env::mask_output(&project, &p, &secrets, &text)?)
+            let result = if let commands::graph::Format::Json = format {
+                // Streamed: the JSON of a big plan is never one string.
+                let masker = commands::env::output_masker(&project, &p, &secrets)?;
+                let out = pipe_runtime::mask::MaskingWriter::new(masker, std::io::stdout().lock());
+                let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
+                commands::graph::write_json_for(&p, &est, &mut w)
+                    .and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error))
+                    .and_then(|out| out.finish().map(drop))
+                    .or_else(broken_pipe_is_ok)
+            } else {
+                let text = commands::graph::render(&p, format, &est);
+                print(&commands::env::mask_output(&project, &p, &secrets, &text)?)
+            };
+            // The plan of a big pipeline takes a while to free, and the
+            // process ends here: the OS takes its memory back at once.
+            std::mem::forget(p);
+            result
         }
         Command::Env {
             command,

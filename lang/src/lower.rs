@@ -161,6 +161,15 @@ impl Context {
 
 /// Checks every pipeline and template of the workspace's root files.
 pub fn check(ws: &Workspace, ctx: &Context) -> Vec<Diagnostic> {
+    check_and_lower(ws, ctx).0
+}
+
+/// [`check`], keeping what it builds: every diagnostic of the workspace and
+/// the plan (for every environment, as `pipe graph` without `--env` shows it)
+/// of each root pipeline that lowered, in declaration order. Each pipeline is
+/// lowered once: its analysis is its lowering.
+pub fn check_and_lower(ws: &Workspace, ctx: &Context) -> (Vec<Diagnostic>, Vec<Plan>) {
+    let mut plans = Vec::new();
     let mut diags = ws.diagnostics.clone();
     for (m, module) in ws.modules.iter().enumerate() {
         if !module.root {
@@ -184,12 +193,13 @@ pub fn check(ws: &Workspace, ctx: &Context) -> Vec<Diagnostic> {
                 target_env: None,
                 ..ctx.clone()
             };
-            let (_, d) = lower(ws, m, pl, &ctx);
+            let (plan, d) = lower(ws, m, pl, &ctx);
             diags.extend(d);
+            plans.extend(plan);
         }
     }
     sort_and_dedup(&mut diags);
-    diags
+    (diags, plans)
 }
 
 /// Lowers one pipeline to a plan. Diagnostics may hold warnings even when a plan is returned.

@@ -171,6 +171,60 @@ impl Stream {
     }
 }
 
+/// A writer that masks what passes through it, for output too large to build
+/// as one string first (`pipe graph --format json` of a big plan): a secret
+/// split across writes is still masked, as with [`Stream`]. Call
+/// [`MaskingWriter::finish`] at the end: it writes the held-back bytes.
+pub struct MaskingWriter<W: std::io::Write> {
+    masker: SharedMasker,
+    stream: Stream,
+    inner: W,
+}
+
+impl<W: std::io::Write> MaskingWriter<W> {
+    pub fn new(masker: SharedMasker, inner: W) -> MaskingWriter<W> {
+        MaskingWriter {
+            masker,
+            stream: Stream::new(),
+            inner,
+        }
+    }
+
+    /// Writes the held-back tail, masked, flushes and returns the inner writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        let rest = {
+            let m = self
+                .masker
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.stream.finish(&m)
+        };
+        self.inner.write_all(&rest)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for MaskingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let out = {
+            let m = self
+                .masker
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.stream.push(&m, buf)
+        };
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    /// Flushes what is decided; the held-back tail waits for more bytes or
+    /// [`MaskingWriter::finish`], so a secret is never written in halves.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Masks `text` with a shared masker (a poisoned lock still masks).
 pub fn mask_with(masker: &SharedMasker, text: &str) -> String {
     let m = masker
@@ -279,6 +333,21 @@ mod tests {
             s.push('=');
         }
         s
+    }
+
+    #[test]
+    fn a_masking_writer_masks_a_secret_split_across_writes_and_at_the_end() {
+        use std::io::Write;
+        let shared = Arc::new(RwLock::new(masker()));
+        let text = format!("{{\"a\": \"{SECRET}\", \"b\": 1}}\ntail {SECRET}");
+        let mut w = MaskingWriter::new(shared, Vec::new());
+        // One byte per write: every secret straddles a write boundary.
+        for b in text.as_bytes() {
+            w.write_all(&[*b]).unwrap();
+        }
+        w.flush().unwrap();
+        let out = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!(out, "{\"a\": \"***\", \"b\": 1}\ntail ***");
     }
 
     #[test]

@@ -217,10 +217,20 @@ pub fn mask_output(
     args: &SecretArgs,
     text: &str,
 ) -> Result<String, Failure> {
+    Ok(mask_with(&output_masker(project, plan, args)?, text))
+}
+
+/// The masker for a command's output with the plan's secrets, for output
+/// written as a stream ([`pipe_runtime::mask::MaskingWriter`]).
+pub fn output_masker(
+    project: &Project,
+    plan: &Plan,
+    args: &SecretArgs,
+) -> Result<pipe_runtime::mask::SharedMasker, Failure> {
     let secrets = load_secrets(project, args)?;
     let masker = pipe_runtime::secrets::masker_for(plan, &secrets);
     let _ = LOADED.set((Arc::new(secrets), masker.clone()));
-    Ok(mask_with(&masker, text))
+    Ok(masker)
 }
 
 fn with_env(ctx: &Context, env: Option<&str>) -> Context {

@@ -439,6 +439,27 @@ struct JsonHandler<'p> {
 /// edges is megabytes of JSON, and an intermediate `serde_json::Value` tree
 /// would triple the memory.
 pub fn json(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
+    let mut out = Vec::new();
+    write_json(plan, sched, est, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// The JSON graph of `plan` and estimates `est`, written as it is serialised
+/// (a 10,000-step plan is about 10 MB of JSON: no string of it is built).
+pub fn write_json_for(
+    plan: &Plan,
+    est: &Estimates,
+    out: impl std::io::Write,
+) -> std::io::Result<()> {
+    write_json(plan, &schedule(plan, |i| est.ms[i]), est, out)
+}
+
+fn write_json(
+    plan: &Plan,
+    sched: &Schedule,
+    est: &Estimates,
+    mut out: impl std::io::Write,
+) -> std::io::Result<()> {
     let steps = plan
         .steps()
         .iter()
@@ -484,7 +505,6 @@ pub fn json(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
             })
             .collect(),
     };
-    let mut s = serde_json::to_string_pretty(&graph).unwrap_or_default();
-    s.push('\n');
-    s
+    serde_json::to_writer_pretty(&mut out, &graph)?;
+    out.write_all(b"\n")
 }
