@@ -7,15 +7,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipe_runtime::chaos::{Fault, Proxy, Spec};
 
-use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Sandbox};
 
 /// A keep-alive HTTP/1.1 server on 127.0.0.1: `GET /big` answers 10,000
 /// bytes, anything else `hello <path>`. It counts the requests it served.
@@ -465,39 +464,8 @@ fn rate_is_statistically_right_and_reproducible_from_the_seed() {
 
 // ---- through the `pipe` binary ----
 
-struct Proj {
-    dir: tempfile::TempDir,
-}
-
-impl Proj {
-    fn new(pipeline: &str) -> Proj {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
-        std::fs::write(dir.path().join("pipelines/p.pipe"), pipeline).expect("write");
-        Proj { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new(pipe_bin())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_KILL_GRACE_MS", "500")
-            .env("NO_COLOR", "1")
-            .env_remove("PIPE_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pipe")
-    }
-
-    fn run(&self, args: &[&str], bound: Duration) -> Ran {
-        finish(self.spawn(args), bound)
-    }
+fn proj(pipeline: &str) -> Sandbox {
+    Sandbox::with_pipeline(pipeline).kill_grace_ms(500)
 }
 
 fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -547,7 +515,7 @@ fn policy_pipeline(upstream: &str) -> String {
 #[test]
 fn a_failure_in_a_chaos_stage_that_is_not_required_only_warns() {
     let up = Upstream::start();
-    let p = Proj::new(&policy_pipeline(&up.url()));
+    let p = proj(&policy_pipeline(&up.url()));
     let r = p.run(&["run", "p", "--output", "json"], Duration::from_mins(1));
     assert_eq!(r.code, 0, "{}", r.all());
     let ev = r.events();
@@ -611,7 +579,7 @@ fn a_failure_in_a_chaos_stage_that_is_not_required_only_warns() {
 #[test]
 fn a_failure_in_a_required_chaos_stage_fails_the_run() {
     let up = Upstream::start();
-    let p = Proj::new(&policy_pipeline(&up.url()));
+    let p = proj(&policy_pipeline(&up.url()));
     let r = p.run(
         &["run", "p", "-p", "strict=true", "--output", "json"],
         Duration::from_mins(1),
@@ -673,7 +641,7 @@ fn dependents_pipeline(upstream: &str) -> String {
 #[test]
 fn a_warn_only_failure_lets_the_steps_that_need_it_run() {
     let up = Upstream::start();
-    let p = Proj::new(&dependents_pipeline(&up.url()));
+    let p = proj(&dependents_pipeline(&up.url()));
     let r = p.run(&["run", "p", "--output", "json"], Duration::from_mins(1));
     assert_eq!(r.code, 0, "{}", r.all());
     let ev = r.events();
@@ -718,7 +686,7 @@ fn a_warn_only_failure_lets_the_steps_that_need_it_run() {
     assert_eq!(end["status"], "succeeded", "{}", r.all());
 
     // Required: the same failure stops what needs it, and fails the run.
-    let p = Proj::new(&dependents_pipeline(&up.url()));
+    let p = proj(&dependents_pipeline(&up.url()));
     let r = p.run(
         &["run", "p", "-p", "strict=true", "--output", "json"],
         Duration::from_mins(1),
@@ -744,7 +712,7 @@ fn a_warn_only_failure_lets_the_steps_that_need_it_run() {
 #[test]
 fn ctrl_c_stops_the_proxy_before_pipe_exits() {
     let up = Upstream::start();
-    let p = Proj::new(&format!(
+    let p = proj(&format!(
         r#"pipeline p {{
   stage chaos {{
     chaos api {{
@@ -797,7 +765,7 @@ fn ctrl_c_stops_the_proxy_before_pipe_exits() {
 
 #[test]
 fn a_bad_fault_parameter_is_reported_at_its_line_before_anything_runs() {
-    let p = Proj::new(
+    let p = proj(
         r#"pipeline p {
   stage chaos {
     chaos api {
@@ -832,7 +800,7 @@ fn engine() -> bollard::Docker {
 /// the base image: nothing is pulled), a name unique to the test, and the
 /// images and containers to remove at the end.
 struct DockerProj {
-    proj: Proj,
+    proj: Sandbox,
     id: String,
     base: String,
     containers: Vec<String>,
@@ -840,7 +808,7 @@ struct DockerProj {
 
 impl DockerProj {
     fn new(tag: &str) -> DockerProj {
-        let proj = Proj::new("");
+        let proj = proj("");
         let dir = proj.dir.path();
         let id = unique_id(&format!("pipetest-chaos-{tag}"));
         busybox_rootfs(dir, None);
@@ -1127,7 +1095,7 @@ fn the_shipped_example_runs_and_reports() {
 #[test]
 fn resume_after_a_crash_starts_the_proxy_again() {
     let up = Upstream::start();
-    let p = Proj::new(&format!(
+    let p = proj(&format!(
         r#"pipeline p {{
   stage chaos {{
     chaos api {{ upstream = "{}" }}

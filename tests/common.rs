@@ -226,6 +226,77 @@ pub fn finish(mut child: std::process::Child, bound: Duration) -> Ran {
     }
 }
 
+/// A project in a temporary directory, and `pipe` run in it the way the
+/// integration tests run it: the project's own state directory
+/// (`PIPE_STATE_DIR` unset), no colour, a short kill grace (1 s unless
+/// [`Sandbox::kill_grace_ms`] says otherwise), stdin closed, output captured.
+/// The harnesses of the test files wrap it with what their subject needs.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    kill_grace_ms: u64,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+            kill_grace_ms: 1000,
+        }
+    }
+
+    /// A project whose `pipelines/p.pipe` is `pipeline`.
+    pub fn with_pipeline(pipeline: &str) -> Sandbox {
+        let sb = Sandbox::new();
+        sb.write("pipelines/p.pipe", pipeline);
+        sb
+    }
+
+    /// The grace between SIGTERM and SIGKILL for the steps `pipe` stops.
+    pub fn kill_grace_ms(mut self, ms: u64) -> Sandbox {
+        self.kill_grace_ms = ms;
+        self
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes `rel` (and its parent directories).
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    /// The text of `rel`, empty when it does not exist.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    /// `pipe ARGS` in the project, not started.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(pipe_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("PIPE_KILL_GRACE_MS", self.kill_grace_ms.to_string())
+            .env("NO_COLOR", "1")
+            .env_remove("PIPE_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args).spawn().expect("spawn pipe")
+    }
+
+    /// Runs `pipe ARGS` to the end, killing it (and failing) after `bound`.
+    pub fn run(&self, args: &[&str], bound: Duration) -> Ran {
+        finish(self.spawn(args), bound)
+    }
+}
+
 /// A name unique to this test process and moment, for the images,
 /// containers and networks a test creates on the shared daemon.
 pub fn unique_id(prefix: &str) -> String {

@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
+use crate::common::{busybox_rootfs, finish, unique_id, Ran, Sandbox};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -36,15 +34,24 @@ fn engine() -> Docker {
 /// A project with a busybox rootfs, app images `<id>-app:v1`, `:v2`, `:bad`
 /// (no /health) and `:slow` (healthy after 20 s), and a service `<id>-web`.
 struct Proj {
-    dir: tempfile::TempDir,
+    sb: Sandbox,
     id: String,
+}
+
+impl std::ops::Deref for Proj {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl Proj {
     fn new(tag: &str) -> Proj {
-        let dir = tempfile::tempdir().expect("tempdir");
         let id = unique_id(&format!("pipedeploy-{tag}"));
-        let p = Proj { dir, id };
+        let p = Proj {
+            sb: Sandbox::new(),
+            id,
+        };
         busybox_rootfs(p.dir.path(), None);
         let base = format!("{}-base:1", p.id);
         let app = |extra: &str| {
@@ -139,33 +146,6 @@ pipeline ship {{
             ],
             Duration::from_mins(3),
         )
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(pipe_bin());
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_KILL_GRACE_MS", "1000")
-            .env("NO_COLOR", "1")
-            .env_remove("PIPE_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run(&self, args: &[&str], bound: Duration) -> Ran {
-        finish(self.cmd(args).spawn().expect("spawn pipe"), bound)
     }
 
     /// The ledger, newest first.

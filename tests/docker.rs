@@ -5,19 +5,19 @@
 //! every wait is bounded.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
 use bollard::Docker;
 
-use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
+use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Sandbox};
 
 /// A project in a temp dir with a busybox rootfs at `rootfs/`, and the images
 /// it made (removed on drop).
 struct Proj {
-    dir: tempfile::TempDir,
+    sb: Sandbox,
     /// A name unique to this test: images and steps carry it.
     id: String,
     images: Vec<String>,
@@ -38,16 +38,23 @@ fn engine() -> Docker {
         .expect("the Docker Engine does not answer: run `bash .ci/docker-up.sh`")
 }
 
+impl std::ops::Deref for Proj {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
+}
+
 impl Proj {
     fn new(tag: &str) -> Proj {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Sandbox::new();
         let id = unique_id(&format!("pipetest-{tag}"));
         busybox_rootfs(
-            dir.path(),
+            sb.dir.path(),
             Some("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n"),
         );
         Proj {
-            dir,
+            sb,
             id,
             images: Vec::new(),
             containers: Vec::new(),
@@ -74,33 +81,6 @@ impl Proj {
             "import \"std/docker\"\n\npipeline p {{\n  stage base {{\n    step import = docker.import {{ rootfs = \"rootfs\"  image = \"{base}\" }}\n  }}\n{body}}}\n"
         );
         self.write("pipelines/p.pipe", &text);
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(pipe_bin());
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_KILL_GRACE_MS", "1000")
-            .env("NO_COLOR", "1")
-            .env_remove("PIPE_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run(&self, args: &[&str], bound: Duration) -> Ran {
-        finish(self.cmd(args).spawn().expect("spawn pipe"), bound)
     }
 
     fn status_json(&self) -> serde_json::Value {

@@ -3,46 +3,32 @@
 //! users, through `PIPE_USER`) against the same SQLite store. Every wait is
 //! bounded.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{finish, pipe_bin, Ran, Test};
+use crate::common::{finish, pipe_bin, Ran, Sandbox, Test};
 
-struct Proj {
-    dir: tempfile::TempDir,
+/// A project with `pipelines/p.pipe`; `pipe` runs in it as a given user.
+struct Proj(Sandbox);
+
+impl std::ops::Deref for Proj {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.0
+    }
 }
 
 impl Proj {
     fn new(pipeline: &str) -> Proj {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
-        std::fs::write(dir.path().join("pipelines/p.pipe"), pipeline).expect("write");
-        Proj { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+        Proj(Sandbox::with_pipeline(pipeline).kill_grace_ms(300))
     }
 
     /// `pipe ARGS` as `user`, stdin not a terminal.
     fn cmd(&self, user: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(pipe_bin());
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_USER", user)
-            .env("NO_COLOR", "1")
-            .env("PIPE_KILL_GRACE_MS", "300")
-            .env_remove("PIPE_STATE_DIR")
+        let mut c = self.0.cmd(args);
+        c.env("PIPE_USER", user)
             .env_remove("PIPE_GATE_POLL_MS")
-            .env_remove("PIPE_LOGS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("PIPE_LOGS_URL");
         c
     }
 

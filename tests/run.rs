@@ -2,46 +2,23 @@
 //! SQLite store. Every wait is bounded; timings come from real timestamps.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{finish, pipe_bin, Ran};
+use crate::common::{finish, Sandbox};
 
-struct Proj {
-    dir: tempfile::TempDir,
+/// A project with `pipelines/p.pipe`, and `pipe` run in it.
+struct Proj(Sandbox);
+
+impl std::ops::Deref for Proj {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.0
+    }
 }
 
 impl Proj {
     fn new(pipeline: &str) -> Proj {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("pipelines")).expect("mkdir");
-        std::fs::write(dir.path().join("pipelines/p.pipe"), pipeline).expect("write");
-        Proj { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(pipe_bin());
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_KILL_GRACE_MS", "300")
-            .env_remove("PIPE_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args).spawn().expect("spawn pipe")
-    }
-
-    /// Runs `pipe` to the end, killing it (and failing) after `bound`.
-    fn run(&self, args: &[&str], bound: Duration) -> Ran {
-        finish(self.spawn(args), bound)
+        Proj(Sandbox::with_pipeline(pipeline).kill_grace_ms(300))
     }
 
     fn status_json(&self, run: Option<&str>) -> serde_json::Value {
@@ -50,10 +27,6 @@ impl Proj {
         let r = self.run(&args, Duration::from_secs(20));
         assert_eq!(r.code, 0, "{}", r.stderr);
         serde_json::from_str(&r.stdout).expect("status json")
-    }
-
-    fn read(&self, rel: &str) -> String {
-        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
     }
 }
 

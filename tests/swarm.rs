@@ -6,8 +6,7 @@
 //! unique id and is gone at its end.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::common::{busybox_rootfs, finish, pipe_bin, unique_id, Ran};
+use crate::common::{busybox_rootfs, finish, unique_id, Ran, Sandbox};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -82,24 +81,31 @@ impl Drop for SwarmHold {
 
 /// A project in a temp dir with a busybox rootfs, on a held swarm.
 struct Proj {
-    dir: tempfile::TempDir,
+    sb: Sandbox,
     id: String,
     image: String,
     _swarm: SwarmHold,
 }
 
+impl std::ops::Deref for Proj {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
+}
+
 impl Proj {
     fn new(tag: &str) -> Proj {
         let swarm = SwarmHold::take();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Sandbox::new();
         let id = unique_id(&format!("swarmtest-{tag}"));
-        busybox_rootfs(dir.path(), Some("root:x:0:0:root:/root:/bin/sh\n"));
+        busybox_rootfs(sb.dir.path(), Some("root:x:0:0:root:/root:/bin/sh\n"));
         // The base image is imported by the pipeline's first stage; the
         // rootfs need not travel into each job's workspace.
-        std::fs::write(dir.path().join(".dockerignore"), "rootfs\n").expect("dockerignore");
+        sb.write(".dockerignore", "rootfs\n");
         let image = format!("{id}:1");
         Proj {
-            dir,
+            sb,
             id,
             image,
             _swarm: swarm,
@@ -115,28 +121,10 @@ impl Proj {
         self.write("pipelines/p.pipe", &text);
     }
 
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(pipe_bin());
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("PIPE_KILL_GRACE_MS", "1000")
-            .env("NO_COLOR", "1")
-            .env_remove("PIPE_STATE_DIR")
-            .env_remove("PIPE_SWARM_VOLUME_DRIVER")
-            .env_remove("PIPE_SWARM_VOLUME_OPTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = self.sb.cmd(args);
+        c.env_remove("PIPE_SWARM_VOLUME_DRIVER")
+            .env_remove("PIPE_SWARM_VOLUME_OPTS");
         c
     }
 
