@@ -283,19 +283,15 @@ pub fn dot(plan: &Plan, sched: &Schedule, est: &Estimates) -> String {
         }
         let _ = writeln!(out, "  }}");
     }
-    for s in plan.steps() {
-        let i = plan.find(&s.id).unwrap_or(0);
+    // Quoted once: a big plan has 25 edges per step.
+    let ids: Vec<String> = plan.steps().iter().map(|s| dot_id(&s.id)).collect();
+    for (i, s) in plan.steps().iter().enumerate() {
         for &n in &s.needs {
             let crit = sched.steps[i].critical
                 && sched.steps[n].critical
                 && sched.steps[n].earliest_finish_ms == sched.steps[i].earliest_start_ms;
             let style = if crit { " [color=red, penwidth=2]" } else { "" };
-            let _ = writeln!(
-                out,
-                "  {} -> {}{style};",
-                dot_id(&plan.step(n).id),
-                dot_id(&s.id)
-            );
+            let _ = writeln!(out, "  {} -> {}{style};", ids[n], ids[i]);
         }
     }
     let _ = writeln!(out, "}}");
