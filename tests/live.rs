@@ -42,20 +42,21 @@ fn project(pipeline: &str) -> tempfile::TempDir {
 
 /// `pipe ARGS` with stdin and stdout a pty, as on a developer's terminal.
 fn on_terminal(dir: &Path, args: &str, no_color: bool) -> Ran {
+    in_pty(dir, &format!("{} {args}", pipe_bin().display()), no_color)
+}
+
+/// Runs the shell command `line` on a pty.
+fn in_pty(dir: &Path, line: &str, no_color: bool) -> Ran {
     let mut c = Command::new("script");
-    c.args([
-        "-qfec",
-        &format!("{} {args}", pipe_bin().display()),
-        "/dev/null",
-    ])
-    .current_dir(dir)
-    .env_remove("CI")
-    .env_remove("PIPE_STATE_DIR")
-    .env("PIPE_KILL_GRACE_MS", "300")
-    .env("API_TOKEN", SECRET)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(["-qfec", line, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("CI")
+        .env_remove("PIPE_STATE_DIR")
+        .env("PIPE_KILL_GRACE_MS", "300")
+        .env("API_TOKEN", SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if no_color {
         c.env("NO_COLOR", "1");
     } else {
@@ -183,6 +184,40 @@ fn live_view_on_a_terminal_shows_steps_and_the_run_critical_path() {
     // The state and plain output are those of any run.
     let status = plain(dir.path(), &["status", "--format", "json"]);
     assert!(status.stdout.contains("\"succeeded\""), "{}", status.all());
+}
+
+#[test]
+fn more_running_steps_than_terminal_rows_are_counted_in_the_footer() {
+    let steps: String = (1..=8)
+        .map(|i| format!("    step s{i} {{ run = \"sleep 1\" }}\n"))
+        .collect();
+    let dir = project(&format!(
+        "pipeline p {{\n  stage wide {{\n{steps}  }}\n}}\n"
+    ));
+    // Six rows: four step lines, the footer and the cursor's line.
+    let r = in_pty(
+        dir.path(),
+        &format!(
+            "stty rows 6 cols 100; {} run p --jobs 8",
+            pipe_bin().display()
+        ),
+        true,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let out = &r.stdout;
+    assert!(
+        out.contains("8 running (4 not shown: the terminal is full)"),
+        "{}",
+        r.all()
+    );
+    for i in 1..=8 {
+        assert!(
+            row(out, &format!("wide.s{i}")).contains("ok"),
+            "{}",
+            r.all()
+        );
+    }
+    assert!(out.contains("[run 1] succeeded in"), "{}", r.all());
 }
 
 #[test]

@@ -20,10 +20,13 @@ const TAIL: usize = 5;
 /// The widest a step name is padded to in the spinner lines.
 const NAME_WIDTH: usize = 32;
 
-/// A running (or retrying, or waiting) step's line.
+/// A running (or retrying, or waiting) step and its line, when the terminal
+/// has room for it (see [`Live::room`]).
 struct Running {
-    bar: ProgressBar,
+    bar: Option<ProgressBar>,
     attempt: u32,
+    /// What its line says (kept while it has no line, shown when it gets one).
+    message: String,
 }
 
 pub struct Live {
@@ -127,42 +130,99 @@ impl Live {
         format!("{:w$}", fit(&name, self.name_width), w = self.name_width)
     }
 
-    /// The spinner line of a step, made when it first starts.
-    fn bar(&mut self, step: &str, attempt: u32) -> &ProgressBar {
+    /// How many step lines fit: the terminal's height less the footer and
+    /// the line the cursor rests on. More running steps than that (`--jobs
+    /// 50` in a small window) would push the footer off the screen and leave
+    /// the redraw garbled; the rest wait, counted in the footer, for a line.
+    fn room() -> usize {
+        let (rows, _) = console::Term::stdout().size();
+        usize::from(rows).saturating_sub(2).max(1)
+    }
+
+    /// A step's spinner line, styled and named before it is shown, so no
+    /// frame lacks its name.
+    fn make_bar(&mut self, step: &str, attempt: u32, message: &str) -> ProgressBar {
+        let since = self
+            .first_start
+            .entry(step.to_string())
+            .or_insert_with(Instant::now)
+            .elapsed();
+        let bar = ProgressBar::new_spinner()
+            .with_elapsed(since)
+            .with_style(self.style())
+            .with_prefix(self.prefix(step, attempt))
+            .with_message(message.to_string());
+        let bar = self.multi.insert_before(&self.footer, bar);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    }
+
+    /// Sets what a running step's line says; the step gets a line when it
+    /// first runs if the terminal has room for one.
+    fn show(&mut self, step: &str, attempt: u32, message: String) {
         if !self.running.contains_key(step) {
-            let since = self
-                .first_start
-                .entry(step.to_string())
-                .or_insert_with(Instant::now)
-                .elapsed();
-            // Styled and named before it is shown, so no frame lacks its name.
-            let bar = ProgressBar::new_spinner()
-                .with_elapsed(since)
-                .with_style(self.style())
-                .with_prefix(self.prefix(step, attempt));
-            let bar = self.multi.insert_before(&self.footer, bar);
-            bar.enable_steady_tick(Duration::from_millis(100));
-            self.running
-                .insert(step.to_string(), Running { bar, attempt });
+            let shown = self.running.values().filter(|r| r.bar.is_some()).count();
+            let bar = (shown < Live::room()).then(|| self.make_bar(step, attempt, &message));
+            self.running.insert(
+                step.to_string(),
+                Running {
+                    bar,
+                    attempt,
+                    message,
+                },
+            );
+            return;
         }
         let prefix = self.prefix(step, attempt);
-        let r = self.running.get_mut(step).expect("inserted above");
-        if r.attempt != attempt {
-            r.attempt = attempt;
-            r.bar.set_prefix(prefix);
+        let r = self.running.get_mut(step).expect("checked above");
+        if let Some(bar) = &r.bar {
+            if r.attempt != attempt {
+                bar.set_prefix(prefix);
+            }
+            bar.set_message(message.clone());
         }
-        &r.bar
+        r.attempt = attempt;
+        r.message = message;
+    }
+
+    /// Gives lines freed by finished steps to the longest-running steps
+    /// that have none.
+    fn promote(&mut self) {
+        let mut shown = self.running.values().filter(|r| r.bar.is_some()).count();
+        let room = Live::room();
+        while shown < room {
+            let next = self
+                .running
+                .iter()
+                .filter(|(_, r)| r.bar.is_none())
+                .min_by_key(|(step, _)| self.first_start.get(*step).copied())
+                .map(|(step, r)| (step.clone(), r.attempt, r.message.clone()));
+            let Some((step, attempt, message)) = next else {
+                break;
+            };
+            let bar = self.make_bar(&step, attempt, &message);
+            if let Some(r) = self.running.get_mut(&step) {
+                r.bar = Some(bar);
+            }
+            shown += 1;
+        }
     }
 
     fn update_footer(&self) {
+        let hidden = self.running.values().filter(|r| r.bar.is_none()).count();
         self.footer.set_message(format!(
-            "  {}/{} steps done, {} running,",
+            "  {}/{} steps done, {} running{},",
             self.rows
                 .iter()
                 .filter(|r| self.graph.as_ref().is_none_or(|g| g.contains(&r.step)))
                 .count(),
             self.total,
             self.running.len(),
+            if hidden > 0 {
+                format!(" ({hidden} not shown: the terminal is full)")
+            } else {
+                String::new()
+            },
         ));
     }
 
@@ -172,9 +232,10 @@ impl Live {
             .first_start
             .get(step)
             .map_or(0, |t| t.elapsed().as_millis() as u64);
-        if let Some(r) = self.running.remove(step) {
-            r.bar.finish_and_clear();
-            self.multi.remove(&r.bar);
+        if let Some(bar) = self.running.remove(step).and_then(|r| r.bar) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+            self.promote();
         }
         let sym = match word {
             "ok" => "✓",
@@ -221,9 +282,9 @@ impl Live {
 
     /// Clears the spinners and prints the summary table.
     fn summary(&mut self) {
-        for (_, r) in self.running.drain() {
-            r.bar.finish_and_clear();
-            self.multi.remove(&r.bar);
+        for bar in self.running.drain().filter_map(|(_, r)| r.bar) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
         }
         self.footer.finish_and_clear();
         let _ = self.multi.clear();
@@ -247,7 +308,7 @@ impl Live {
                 self.first_start
                     .entry(step.clone())
                     .or_insert_with(Instant::now);
-                self.bar(step, *attempt).set_message("");
+                self.show(step, *attempt, String::new());
                 self.update_footer();
                 true
             }
@@ -258,8 +319,11 @@ impl Live {
                     tail.pop_front();
                 }
                 tail.push_back(line.clone());
-                if let Some(r) = self.running.get(step) {
-                    r.bar.set_message(format!("│ {line}"));
+                if let Some(r) = self.running.get_mut(step) {
+                    r.message = format!("│ {line}");
+                    if let Some(bar) = &r.bar {
+                        bar.set_message(r.message.clone());
+                    }
                 }
                 true
             }
@@ -277,10 +341,14 @@ impl Live {
                     duration(*delay_ms),
                     w = self.name_width
                 ));
-                self.bar(step, *attempt).set_message(format!(
-                    "retrying in {} (attempt {attempt}: {error})",
-                    duration(*delay_ms)
-                ));
+                self.show(
+                    step,
+                    *attempt,
+                    format!(
+                        "retrying in {} (attempt {attempt}: {error})",
+                        duration(*delay_ms)
+                    ),
+                );
                 true
             }
             Event::StepSkipped { step, reason, .. } => {
@@ -321,8 +389,7 @@ impl Live {
                 } else {
                     format!("{min_approvals} of {}", approvers.join(", "))
                 };
-                self.bar(step, 1)
-                    .set_message(format!("⏸ waiting for approval by {who}"));
+                self.show(step, 1, format!("⏸ waiting for approval by {who}"));
                 self.update_footer();
                 false
             }
@@ -358,8 +425,8 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         // A run that ends in an error leaves no spinner behind.
-        for (_, r) in self.running.drain() {
-            r.bar.finish_and_clear();
+        for bar in self.running.drain().filter_map(|(_, r)| r.bar) {
+            bar.finish_and_clear();
         }
         self.footer.finish_and_clear();
         let _ = self.multi.clear();
