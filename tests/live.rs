@@ -188,9 +188,10 @@ fn live_view_on_a_terminal_shows_steps_and_the_run_critical_path() {
 
 #[test]
 fn more_running_steps_than_terminal_rows_are_counted_in_the_footer() {
-    let steps: String = (1..=8)
-        .map(|i| format!("    step s{i} {{ run = \"sleep 1\" }}\n"))
-        .collect();
+    let mut steps = String::new();
+    for i in 1..=8 {
+        steps.push_str(&format!("    step s{i} {{ run = \"sleep 1\" }}\n"));
+    }
     let dir = project(&format!(
         "pipeline p {{\n  stage wide {{\n{steps}  }}\n}}\n"
     ));
