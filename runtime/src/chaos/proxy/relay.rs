@@ -251,12 +251,13 @@ pub(super) fn request_head(
         connection_has(headers, "close")
     };
     // Origin form, under the upstream's path prefix.
-    let origin = match target.find("://") {
-        Some(i) if !target.starts_with('/') => {
-            let rest = &target[i + 3..];
-            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
-        }
-        _ => target,
+    let origin = if target.starts_with('/') {
+        target
+    } else if let Some(i) = target.find("://") {
+        let rest = &target[i + 3..];
+        rest.find(['/', '?']).map_or("/", |j| &rest[j..])
+    } else {
+        target
     };
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
