@@ -654,8 +654,9 @@ fn json(n: u64) -> serde_json::Value {
     serde_json::Value::from(n)
 }
 
-/// `Connection: close` from the client, and a response whose end is the
-/// upstream's close: the client connection closes after that answer.
+/// `Connection: close` from the client, a response whose end is the
+/// upstream's close, HTTP/1.0 without `keep-alive`: the client connection
+/// closes after that answer.
 #[test]
 fn with_no_fault_the_client_connection_closes_when_its_answer_says_so() {
     let (url, _) = echo_upstream();
@@ -678,10 +679,22 @@ fn with_no_fault_the_client_connection_closes_when_its_answer_says_so() {
     let (status, body) = read_response(&mut c, false);
     assert_eq!(status, 200);
     assert!(body.starts_with("GET /until-close "), "{body}");
+
+    // HTTP/1.0 without `keep-alive`: one answer, then the close.
+    let mut c = connect(&p);
+    c.get_mut()
+        .write_all(b"GET /old HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let (status, body) = read_response(&mut c, false);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /old "), "{body}");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
     let r = p.stop();
     assert_eq!(
         (&r["requests"], &r["forwarded"]),
-        (&json(2), &json(2)),
+        (&json(3), &json(3)),
         "{r}"
     );
 }
@@ -731,6 +744,9 @@ fn with_no_fault_a_malformed_request_gets_400() {
     c.get_mut().write_all(b"NOT HTTP\r\n\r\n").expect("send");
     let (status, _) = read_response(&mut c, false);
     assert_eq!(status, 400);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
     assert!(seen.lock().expect("log").is_empty());
 }
 
