@@ -7,6 +7,8 @@
 //! Each client connection gets an upstream connection of its own for its
 //! lifetime, driven by the same task: a request crosses no channel, pool or
 //! thread on its way, and a request that no fault can select takes no lock.
+//! A plain-TCP connection that no fault can ever select skips both HTTP
+//! codecs: `relay` copies its bytes, counting requests and responses.
 //! Each fault draws from its own ChaCha8 stream seeded from the block's
 //! `seed` and the fault's position, once per request it selects: a run whose
 //! requests arrive in the same order injects the same faults. See docs/chaos.md.
