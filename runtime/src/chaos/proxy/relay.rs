@@ -214,6 +214,9 @@ pub(super) struct Pending {
     /// The client asked to close after the answer (`Connection: close`, or
     /// HTTP/1.0 without `keep-alive`).
     close: bool,
+    /// Where its head starts in the bytes sent upstream (see
+    /// `Relay::written`).
+    start: u64,
 }
 
 /// A complete request head at the start of `buf`, rewritten for the
@@ -288,6 +291,7 @@ pub(super) fn request_head(
     let pending = Pending {
         head: method == "HEAD",
         close,
+        start: 0,
     };
     Ok(Some((n, body, pending)))
 }
@@ -357,6 +361,10 @@ struct Relay<'a> {
     discard: bool,
     to_up: Vec<u8>,
     up_off: usize,
+    /// Bytes written to upstream connections so far.
+    written: u64,
+    /// The current upstream connection completed an answer.
+    up_answered: bool,
     /// An incomplete response head.
     resp_head: Vec<u8>,
     resp_body: Option<Framing>,
@@ -386,6 +394,8 @@ pub(super) async fn relay(client: TcpStream, sh: &Shared) {
         discard: false,
         to_up: Vec::with_capacity(READ),
         up_off: 0,
+        written: 0,
+        up_answered: false,
         resp_head: Vec::new(),
         resp_body: None,
         to_client: Vec::with_capacity(READ),
@@ -403,6 +413,7 @@ pub(super) async fn relay(client: TcpStream, sh: &Shared) {
                 Ok(up) => {
                     let _ = up.set_nodelay(true);
                     r.up = Some(up);
+                    r.up_answered = false;
                 }
                 Err(e) => r.unreachable(&e),
             },
@@ -442,28 +453,8 @@ impl Relay<'_> {
                     continue;
                 }
             }
-            // Requests out to the upstream.
-            if self.up_off < self.to_up.len() {
-                let Some(up) = &mut self.up else {
-                    return Poll::Ready(Step::Connect);
-                };
-                while self.up_off < self.to_up.len() {
-                    match Pin::new(&mut *up).poll_write(cx, &self.to_up[self.up_off..]) {
-                        Poll::Ready(Ok(n)) if n > 0 => self.up_off += n,
-                        Poll::Ready(_) => {
-                            self.upstream_gone();
-                            again = true;
-                            break;
-                        }
-                        Poll::Pending => break,
-                    }
-                }
-                if self.up_off == self.to_up.len() {
-                    self.to_up.clear();
-                    self.up_off = 0;
-                }
-            }
-            // Answers in from the upstream.
+            // Answers in from the upstream, before anything is written to
+            // it: a close already there is seen before a request is lost.
             if self.to_client.len() - self.client_off < HIGH {
                 if let Some(up) = &mut self.up {
                     let mut buf = ReadBuf::new(&mut self.scratch);
@@ -479,6 +470,30 @@ impl Relay<'_> {
                         }
                         Poll::Pending => {}
                     }
+                }
+            }
+            // Requests out to the upstream.
+            if self.up_off < self.to_up.len() {
+                let Some(up) = &mut self.up else {
+                    return Poll::Ready(Step::Connect);
+                };
+                while self.up_off < self.to_up.len() {
+                    match Pin::new(&mut *up).poll_write(cx, &self.to_up[self.up_off..]) {
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            self.up_off += n;
+                            self.written += n as u64;
+                        }
+                        Poll::Ready(_) => {
+                            self.upstream_gone();
+                            again = true;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if self.up_off == self.to_up.len() {
+                    self.to_up.clear();
+                    self.up_off = 0;
                 }
             }
             // Requests in from the client.
@@ -545,8 +560,10 @@ impl Relay<'_> {
                 self.req_head.extend_from_slice(data);
                 (&self.req_head[..], before)
             };
+            let start = self.written + (self.to_up.len() - self.up_off) as u64;
             match request_head(buf, &self.sh.authority, &self.sh.prefix, &mut self.to_up) {
-                Ok(Some((len, body, pending))) => {
+                Ok(Some((len, body, mut pending))) => {
+                    pending.start = start;
                     self.sh.requests.fetch_add(1, Ordering::Relaxed);
                     i += len - before;
                     self.req_head.clear();
@@ -638,47 +655,56 @@ impl Relay<'_> {
 
     /// A response is complete.
     fn answered(&mut self) {
+        self.up_answered = true;
         if self.pending.pop_front().is_some_and(|p| p.close) {
-            self.close_client = true;
+            self.finish();
         }
+    }
+
+    /// The client connection closes once what it is owed is written:
+    /// nothing more is read from it or sent upstream.
+    fn finish(&mut self) {
+        self.close_client = true;
+        self.client_done = true;
+        self.req_head.clear();
+        self.req_body = None;
+        self.to_up.clear();
+        self.up_off = 0;
     }
 
     /// The upstream sent something that is not HTTP/1: the client gets what
     /// came, then the connection closes.
     fn upstream_malformed(&mut self) {
         self.up = None;
-        self.close_client = true;
-        self.client_done = true;
+        self.finish();
     }
 
     /// The upstream closed (or broke) its connection.
     fn upstream_gone(&mut self) {
         self.up = None;
         if self.tunnel {
-            self.close_client = true;
-            return;
+            return self.finish();
         }
         match &self.resp_body {
             // Its end is the close: the client learns it the same way.
             Some(Framing::UntilClose) => {
                 self.resp_body = None;
                 self.answered();
-                self.close_client = true;
-                return;
+                return self.finish();
             }
-            Some(_) => {
-                self.close_client = true;
-                return;
-            }
-            None if !self.resp_head.is_empty() => {
-                self.close_client = true;
-                return;
-            }
+            Some(_) => return self.finish(),
+            None if !self.resp_head.is_empty() => return self.finish(),
             None => {}
         }
-        // Between two responses: when nothing waits for an answer, the next
-        // request opens another upstream connection, unseen by the client.
-        if self.pending.is_empty() && self.to_up.is_empty() && self.req_body.is_none() {
+        // Between two answers, with nothing sent that waits for one: the
+        // next request (maybe already read) goes on another upstream
+        // connection, unseen by the client — once per connection that had
+        // answered, as the other path retries a request it could not send.
+        let unsent = self.pending.front().map_or(
+            self.to_up.len() == self.up_off && self.req_body.is_none(),
+            |p| p.start == self.written,
+        );
+        if unsent && self.up_answered {
             return;
         }
         if !self.pending.is_empty() {
@@ -686,7 +712,7 @@ impl Relay<'_> {
             let msg = "the upstream closed the connection without an answer";
             self.bad_gateway(msg, false);
         }
-        self.close_client = true;
+        self.finish();
     }
 
     /// The upstream could not be reached: each request waiting for it is
@@ -700,7 +726,7 @@ impl Relay<'_> {
             self.bad_gateway(&msg, close);
             self.pending.pop_front();
             if close {
-                self.close_client = true;
+                self.finish();
                 break;
             }
         }
