@@ -462,6 +462,332 @@ fn rate_is_statistically_right_and_reproducible_from_the_seed() {
     assert_ne!(a, c, "another seed, other faults");
 }
 
+// ---- the no-fault path: relayed bytes, counted requests ----
+
+/// What [`echo_serve`] saw of each request, in order.
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A keep-alive HTTP/1.1 server on 127.0.0.1 that reads request bodies
+/// (`Content-Length` or chunked, trailers included) and answers
+/// `METHOD TARGET host=HOST body=BODY`; `[/pre]/chunked` answers in chunks,
+/// `/until-close` without a length, then closes; `HEAD` gets no body.
+fn echo_upstream() -> (String, Seen) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://127.0.0.1:{}", l.local_addr().expect("addr").port());
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || echo_serve(conn, &log));
+        }
+    });
+    (url, seen)
+}
+
+fn echo_serve(conn: TcpStream, log: &Seen) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = conn.try_clone().expect("clone");
+    let mut r = BufReader::new(conn);
+    let line = |r: &mut BufReader<TcpStream>| {
+        let mut s = String::new();
+        match r.read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim_end().to_string()),
+        }
+    };
+    loop {
+        let Some(request) = line(&mut r) else { return };
+        let mut parts = request.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mut headers = HashMap::new();
+        loop {
+            let Some(h) = line(&mut r) else { return };
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').expect("a header field");
+            headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+        }
+        let mut body = Vec::new();
+        if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+            loop {
+                let Some(size) = line(&mut r) else { return };
+                let size = usize::from_str_radix(size.split(';').next().unwrap_or(""), 16)
+                    .expect("chunk size");
+                if size == 0 {
+                    while line(&mut r).is_some_and(|t| !t.is_empty()) {}
+                    break;
+                }
+                let mut chunk = vec![0; size + 2];
+                r.read_exact(&mut chunk).expect("chunk");
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(n) = headers.get("content-length") {
+            body = vec![0; n.parse().expect("length")];
+            r.read_exact(&mut body).expect("body");
+        }
+        let text = format!(
+            "{method} {target} host={} body={}",
+            headers.get("host").map_or("", String::as_str),
+            String::from_utf8_lossy(&body)
+        );
+        log.lock().expect("log").push(text.clone());
+        // Under the proxy's `/pre` prefix too.
+        let route = target.strip_prefix("/pre").unwrap_or(target);
+        let resp = match route {
+            "/chunked" => format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n{:x}\r\n{text}\r\n0\r\n\r\n",
+                text.len()
+            ),
+            "/until-close" => format!("HTTP/1.1 200 OK\r\n\r\n{text}"),
+            _ if method == "HEAD" => {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len())
+            }
+            _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()),
+        };
+        if w.write_all(resp.as_bytes()).is_err() || route == "/until-close" {
+            return;
+        }
+    }
+}
+
+/// Reads one response: (status, body), de-chunking a chunked body and
+/// reading to the close a body without a length.
+fn read_response(c: &mut BufReader<TcpStream>, head: bool) -> (u16, String) {
+    let mut status = String::new();
+    c.read_line(&mut status).expect("status line");
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line, not {status:?}"));
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        c.read_line(&mut h).expect("header");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').expect("a header field");
+        headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+    }
+    let mut body = Vec::new();
+    if head {
+    } else if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            c.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim_end(), 16).expect("hex");
+            let mut chunk = vec![0; size + 2];
+            c.read_exact(&mut chunk).expect("chunk");
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(n) = headers.get("content-length") {
+        body = vec![0; n.parse().expect("length")];
+        c.read_exact(&mut body).expect("body");
+    } else {
+        c.read_to_end(&mut body).expect("body to the close");
+    }
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Requests in one write, bodies by length and in chunks (trailers too),
+/// a `HEAD`, chunked answers: each is relayed intact, in order, on one
+/// upstream connection, with the upstream's `Host`, and counted once.
+#[test]
+fn with_no_fault_pipelined_keep_alive_requests_with_bodies_are_relayed_and_counted() {
+    let (url, seen) = echo_upstream();
+    let host = url.trim_start_matches("http://").to_string();
+    let p = Proxy::start(Spec::proxy("api", &format!("{url}/pre"))).expect("proxy");
+    let mut c = connect(&p);
+    let requests = "GET /a HTTP/1.1\r\nHost: front\r\n\r\n\
+        POST /b?x=1 HTTP/1.1\r\nHost: front\r\nContent-Length: 5\r\n\r\nhello\
+        POST /c HTTP/1.1\r\nHost: front\r\nTransfer-Encoding: chunked\r\n\r\n\
+        2;ext=1\r\nab\r\n3\r\ncde\r\n0\r\nX-Sum: 5\r\n\r\n\
+        HEAD /d HTTP/1.1\r\nHost: front\r\n\r\n\
+        GET /chunked HTTP/1.1\r\nHost: front\r\nKeep-Alive: 5\r\n\r\n";
+    // All at once, and again byte by byte: the proxy finds the same
+    // boundaries however the bytes arrive.
+    c.get_mut().write_all(requests.as_bytes()).expect("send");
+    let expect = |c: &mut BufReader<TcpStream>| {
+        let got: Vec<(u16, String)> = [false, false, false, true, false]
+            .into_iter()
+            .map(|head| read_response(c, head))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (200, format!("GET /pre/a host={host} body=")),
+                (200, format!("POST /pre/b?x=1 host={host} body=hello")),
+                (200, format!("POST /pre/c host={host} body=abcde")),
+                (200, String::new()),
+                (200, format!("abcGET /pre/chunked host={host} body=")),
+            ]
+        );
+    };
+    expect(&mut c);
+    for b in requests.as_bytes() {
+        c.get_mut().write_all(&[*b]).expect("send a byte");
+    }
+    expect(&mut c);
+    let r = p.stop();
+    assert_eq!(
+        (
+            &r["connections"],
+            &r["requests"],
+            &r["forwarded"],
+            &r["upstream_errors"]
+        ),
+        (&json(1), &json(10), &json(10), &json(0)),
+        "{r}"
+    );
+    assert_eq!(seen.lock().expect("log").len(), 10);
+}
+
+fn json(n: u64) -> serde_json::Value {
+    serde_json::Value::from(n)
+}
+
+/// `Connection: close` from the client, a response whose end is the
+/// upstream's close, HTTP/1.0 without `keep-alive`: the client connection
+/// closes after that answer.
+#[test]
+fn with_no_fault_the_client_connection_closes_when_its_answer_says_so() {
+    let (url, _) = echo_upstream();
+    let p = Proxy::start(Spec::proxy("api", &url)).expect("proxy");
+    let mut c = connect(&p);
+    c.get_mut()
+        .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let (status, body) = read_response(&mut c, false);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /x "), "{body}");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+
+    let mut c = connect(&p);
+    c.get_mut()
+        .write_all(b"GET /until-close HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    let (status, body) = read_response(&mut c, false);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /until-close "), "{body}");
+
+    // HTTP/1.0 without `keep-alive`: one answer, then the close.
+    let mut c = connect(&p);
+    c.get_mut()
+        .write_all(b"GET /old HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let (status, body) = read_response(&mut c, false);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /old "), "{body}");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+    let r = p.stop();
+    assert_eq!(
+        (&r["requests"], &r["forwarded"]),
+        (&json(3), &json(3)),
+        "{r}"
+    );
+}
+
+/// A real client (reqwest, keep-alive pool) through the relayed path.
+#[test]
+fn with_no_fault_a_real_client_reuses_its_connection() {
+    let (url, seen) = echo_upstream();
+    let p = Proxy::start(Spec::proxy("api", &url)).expect("proxy");
+    let bodies = rt().block_on(async {
+        let client = reqwest::Client::new();
+        let mut out = Vec::new();
+        for i in 0..20 {
+            let resp = client
+                .post(format!("{}/item/{i}", p.url))
+                .body(format!("payload {i}"))
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+            out.push(resp.text().await.expect("body"));
+        }
+        out
+    });
+    for (i, b) in bodies.iter().enumerate() {
+        assert!(
+            b.starts_with(&format!("POST /item/{i} ")) && b.ends_with(&format!("body=payload {i}")),
+            "{b}"
+        );
+    }
+    let r = p.stop();
+    assert_eq!(
+        (&r["connections"], &r["requests"], &r["forwarded"]),
+        (&json(1), &json(20), &json(20)),
+        "{r}"
+    );
+    assert_eq!(seen.lock().expect("log").len(), 20);
+}
+
+/// Garbage instead of a request: a 400, then the connection closes; the
+/// upstream sees nothing.
+#[test]
+fn with_no_fault_a_malformed_request_gets_400() {
+    let (url, seen) = echo_upstream();
+    let p = Proxy::start(Spec::proxy("api", &url)).expect("proxy");
+    let mut c = connect(&p);
+    c.get_mut().write_all(b"NOT HTTP\r\n\r\n").expect("send");
+    let (status, _) = read_response(&mut c, false);
+    assert_eq!(status, 400);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+    assert!(seen.lock().expect("log").is_empty());
+}
+
+/// A fault whose window opens later acts on connections opened before it
+/// opened, and on new ones; once a window has closed for good, new
+/// connections are served unharmed and still counted.
+#[test]
+fn a_fault_window_that_opens_later_still_injects_and_one_that_closed_does_not() {
+    let up = Upstream::start();
+    let p = proxy(
+        &up,
+        vec![fault("http_status", |f| {
+            f.status = 429;
+            f.after_ms = 400;
+            f.for_ms = Some(1600);
+        })],
+        1,
+    );
+    let mut early = connect(&p);
+    assert_eq!(exchange(&mut early, "/").expect("before").0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    // Inside the window (400–2000 ms), on the early connection and a new one.
+    assert_eq!(exchange(&mut early, "/").expect("during").0, 429);
+    assert_eq!(get(&p, "/").expect("during, new").0, 429);
+    std::thread::sleep(Duration::from_millis(1600));
+    // After it: a new connection takes the relayed path.
+    let mut late = connect(&p);
+    for _ in 0..3 {
+        assert_eq!(exchange(&mut late, "/").expect("after").0, 200);
+    }
+    assert_eq!(exchange(&mut early, "/").expect("after, early").0, 200);
+    let r = p.stop();
+    assert_eq!(r["requests"], 7, "{r}");
+    assert_eq!(r["forwarded"], 5, "{r}");
+    assert_eq!(
+        (&r["faults"][0]["seen"], &r["faults"][0]["injected"]),
+        (&json(2), &json(2)),
+        "{r}"
+    );
+}
+
 // ---- through the `pipe` binary ----
 
 fn proj(pipeline: &str) -> Sandbox {

@@ -7,6 +7,8 @@
 //! Each client connection gets an upstream connection of its own for its
 //! lifetime, driven by the same task: a request crosses no channel, pool or
 //! thread on its way, and a request that no fault can select takes no lock.
+//! A plain-TCP connection that no fault can ever select skips both HTTP
+//! codecs: `relay` copies its bytes, counting requests and responses.
 //! Each fault draws from its own ChaCha8 stream seeded from the block's
 //! `seed` and the fault's position, once per request it selects: a run whose
 //! requests arrive in the same order injects the same faults. See docs/chaos.md.
@@ -37,6 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::spec::{Fault, Spec};
+
+mod relay;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -411,6 +415,17 @@ impl Shared {
         })
     }
 
+    /// Whether no per-request fault can select a request from `t` on: there
+    /// is none, or every one's window has closed for good (a window that
+    /// opens later still counts).
+    fn quiet_from(&self, t: u64) -> bool {
+        self.spec
+            .faults
+            .iter()
+            .zip(&self.roles)
+            .all(|(f, r)| *r == Role::Proxy || f.for_ms.is_some_and(|d| f.after_ms + d <= t))
+    }
+
     /// The end of the `refuse` window covering `t` (`u64::MAX`: until the
     /// proxy stops), or `None` when not refusing.
     fn refusing(&self, t: u64) -> Option<u64> {
@@ -525,6 +540,14 @@ struct Upstream {
 }
 
 async fn serve(stream: Stream, shared: Arc<Shared>) {
+    let stream = match stream {
+        // No fault can select any request of this connection: bytes are
+        // relayed, with no HTTP codec (docs/chaos.md, "Overhead").
+        Stream::Plain(tcp) if shared.quiet_from(shared.elapsed_ms()) => {
+            return relay::relay(tcp, &shared).await;
+        }
+        s => s,
+    };
     let reset = Arc::new(AtomicBool::new(false));
     let conn = Conn {
         stream,
