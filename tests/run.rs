@@ -822,3 +822,49 @@ fn log_files_are_created_at_the_first_line() {
         quiet.stderr
     );
 }
+
+/// The shell is looked up once per `PATH` (runtime/bench/README.md) with
+/// `execvp`'s rules: a step's own `env` `PATH` names its shell, other steps
+/// get the one pipe's `PATH` finds first, and an `sh` ahead of `/usr/bin`
+/// still shadows the system's.
+#[test]
+fn the_shell_is_found_in_the_path_the_step_sees() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = Proj::new("");
+    let script = |rel: &str, body: &str| {
+        let path = p.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script("bin-a/mysh", "echo a >> which");
+    script("bin-b/mysh", "echo b >> which");
+    script("bin-b/sh", "echo shadow >> shadow\nexec /bin/sh \"$@\"");
+    let pipeline = r#"pipeline p {
+  stage s {
+    step own { run = "x"  shell = "mysh"  env = { PATH = "BIN_A:/usr/bin:/bin" } }
+    step inherited { needs = [own]  run = "x"  shell = "mysh" }
+    step default { needs = [inherited]  run = "echo ok > default" }
+    step twice { needs = [default]  run = "echo ok >> default" }
+  }
+}
+"#
+    .replace("BIN_A", &p.path("bin-a").display().to_string());
+    std::fs::write(p.path("pipelines/p.pipe"), pipeline).unwrap();
+    let path = format!(
+        "{}:{}",
+        p.path("bin-b").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = finish(
+        p.cmd(&["run", "p", "--output", "plain"])
+            .env("PATH", path)
+            .spawn()
+            .expect("spawn pipe"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(p.read("which"), "a\nb\n");
+    assert_eq!(p.read("default"), "ok\nok\n");
+    assert_eq!(p.read("shadow"), "shadow\nshadow\n");
+}

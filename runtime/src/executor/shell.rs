@@ -17,6 +17,8 @@ use tokio::process::Command;
 use super::{BoxFuture, Ending, Executor, Io, Job, LogLine, Outcome, Stop};
 use crate::process_tree;
 
+mod program;
+
 /// Runs shell commands.
 pub struct Shell;
 
@@ -31,7 +33,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         return Outcome::error("the step has no `run` command");
     };
     if let Some(dir) = job.log_path.parent() {
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = program::create_dir_once(dir) {
             return Outcome::error(format!("cannot create {}: {e}", dir.display()));
         }
     }
@@ -46,19 +48,26 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         }
     }
     let shell = job.shell.clone().unwrap_or_else(|| "sh".to_string());
-    let mut cmd = Command::new(&shell);
-    cmd.arg("-c")
-        .arg(&command)
-        .current_dir(&job.cwd)
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .env("PIPE_OUTPUT", &job.output_path)
-        .env(process_tree::TOKEN_VAR, &job.token)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
+    let path_var = job
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsString::from(v))
+        .or_else(|| std::env::var_os("PATH"));
+    let resolved = program::resolve(&shell, path_var.as_deref());
+    let program = resolved.as_ref().map_or(shell.as_ref(), |p| p.as_os_str());
+    let mut cmd = shell_command(program, &command, &job);
+    let spawned = match cmd.spawn() {
+        // The cached path went away: look the name up as before.
+        Err(e) if resolved.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+            program::forget(&shell, path_var.as_deref());
+            cmd = shell_command(shell.as_ref(), &command, &job);
+            cmd.spawn()
+        }
+        r => r,
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return Outcome::error(format!("cannot start `{shell}`: {e}")),
     };
@@ -186,6 +195,23 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             class: None,
         },
     }
+}
+
+/// `shell -c command` with the step's environment, in a process group of its own.
+fn shell_command(shell: &std::ffi::OsStr, command: &str, job: &Job) -> Command {
+    let mut cmd = Command::new(shell);
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(&job.cwd)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .env("PIPE_OUTPUT", &job.output_path)
+        .env(process_tree::TOKEN_VAR, &job.token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd
 }
 
 /// SIGTERM to the tree, a grace period (cut short by a `Kill` request), then SIGKILL.
