@@ -371,14 +371,17 @@ impl Store {
         if !self.batch_open.replace(false) || self.conn.is_autocommit() {
             return Ok(());
         }
-        self.timed(|| self.conn.execute_batch("COMMIT"))
+        // Cached, like the step statements: parsing it again each tick cost
+        // more than a step's record (runtime/bench/README.md).
+        self.timed(|| self.conn.prepare_cached("COMMIT")?.execute([]))
+            .map(drop)
             .map_err(|e| self.err(&e))
     }
 
     fn write_step(&self, run: i64, s: &StepRecord) -> rusqlite::Result<()> {
         if self.batch.get() {
             if self.conn.is_autocommit() {
-                self.conn.execute_batch("BEGIN")?;
+                self.conn.prepare_cached("BEGIN")?.execute([])?;
                 self.batch_open.set(true);
             }
             return Self::step_statements(&self.conn, run, s);
