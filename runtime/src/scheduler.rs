@@ -492,6 +492,11 @@ impl<'a> Scheduler<'a> {
         });
 
         loop {
+            // Attempts that ended while the last arm ran join its tick: their
+            // records share one commit, and the steps they free start with
+            // the last of them (runtime/bench/README.md). A queued end means
+            // a running attempt, so none of the checks below could end the loop.
+            let more_done = self.batching && !done_rx.is_empty();
             // Chaos blocks end with the rest of their stage (crate::chaos);
             // tearing one down awaits, so the tick so far is committed first.
             if crate::chaos::any_active(&self.token_base) {
@@ -507,7 +512,7 @@ impl<'a> Scheduler<'a> {
                 }
             }
             // Start what can start.
-            if !stopping {
+            if !stopping && !more_done {
                 let mut blocked = Vec::new();
                 while running < self.opts.jobs.max(1) {
                     let Some(i) = ready.pop_first() else { break };
@@ -561,7 +566,9 @@ impl<'a> Scheduler<'a> {
                 }
                 ready.extend(blocked);
             }
-            self.flush()?;
+            if !more_done {
+                self.flush()?;
+            }
             let idle = running == 0 && ready.is_empty() && timers.is_empty();
             if idle && !stopping && !waiting.is_empty() {
                 // Only gates are left: stop (non-interactive) or wait for them.
