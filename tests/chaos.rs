@@ -661,16 +661,21 @@ fn json(n: u64) -> serde_json::Value {
 fn with_no_fault_the_client_connection_closes_when_its_answer_says_so() {
     let (url, _) = echo_upstream();
     let p = Proxy::start(Spec::proxy("api", &url)).expect("proxy");
-    let mut c = connect(&p);
-    c.get_mut()
-        .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let (status, body) = read_response(&mut c, false);
-    assert_eq!(status, 200);
-    assert!(body.starts_with("GET /x "), "{body}");
-    let mut rest = Vec::new();
-    c.read_to_end(&mut rest).expect("closed");
-    assert!(rest.is_empty());
+    // One request, its answer (echoing `line`), then the close.
+    let answered_then_closed = |request: &[u8], line: &str| {
+        let mut c = connect(&p);
+        c.get_mut().write_all(request).expect("send");
+        let (status, body) = read_response(&mut c, false);
+        assert_eq!(status, 200);
+        assert!(body.starts_with(line), "{body}");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("closed");
+        assert!(rest.is_empty());
+    };
+    answered_then_closed(
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET /x ",
+    );
 
     let mut c = connect(&p);
     c.get_mut()
@@ -681,16 +686,7 @@ fn with_no_fault_the_client_connection_closes_when_its_answer_says_so() {
     assert!(body.starts_with("GET /until-close "), "{body}");
 
     // HTTP/1.0 without `keep-alive`: one answer, then the close.
-    let mut c = connect(&p);
-    c.get_mut()
-        .write_all(b"GET /old HTTP/1.0\r\n\r\n")
-        .expect("send");
-    let (status, body) = read_response(&mut c, false);
-    assert_eq!(status, 200);
-    assert!(body.starts_with("GET /old "), "{body}");
-    let mut rest = Vec::new();
-    c.read_to_end(&mut rest).expect("closed");
-    assert!(rest.is_empty());
+    answered_then_closed(b"GET /old HTTP/1.0\r\n\r\n", "GET /old ");
     let r = p.stop();
     assert_eq!(
         (&r["requests"], &r["forwarded"]),
