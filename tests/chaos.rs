@@ -746,6 +746,31 @@ fn with_no_fault_a_malformed_request_gets_400() {
     assert!(seen.lock().expect("log").is_empty());
 }
 
+/// A chunked request body that turns malformed after its head went upstream
+/// closes the connection at once: the upstream never gets a half request
+/// it would wait on forever, and the client is not left hanging.
+#[test]
+fn with_no_fault_a_malformed_chunked_body_closes_the_connection() {
+    let (url, _) = echo_upstream();
+    let p = Proxy::start(Spec::proxy("api", &url)).expect("proxy");
+    let mut c = connect(&p);
+    c.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    c.get_mut()
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+        )
+        .expect("send");
+    let mut rest = Vec::new();
+    match c.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "not closed: {e}"),
+    }
+    let r = p.stop();
+    assert_eq!(r["requests"], json(1), "{r}");
+}
+
 /// A fault whose window opens later acts on connections opened before it
 /// opened, and on new ones; once a window has closed for good, new
 /// connections are served unharmed and still counted.
@@ -756,15 +781,16 @@ fn a_fault_window_that_opens_later_still_injects_and_one_that_closed_does_not() 
         &up,
         vec![fault("http_status", |f| {
             f.status = 429;
-            f.after_ms = 400;
-            f.for_ms = Some(1600);
+            f.after_ms = 1500;
+            f.for_ms = Some(1500);
         })],
         1,
     );
+    // Before the window (1.5 s of slack for a loaded machine).
     let mut early = connect(&p);
     assert_eq!(exchange(&mut early, "/").expect("before").0, 200);
-    std::thread::sleep(Duration::from_millis(500));
-    // Inside the window (400–2000 ms), on the early connection and a new one.
+    std::thread::sleep(Duration::from_millis(1600));
+    // Inside the window (1500–3000 ms), on the early connection and a new one.
     assert_eq!(exchange(&mut early, "/").expect("during").0, 429);
     assert_eq!(get(&p, "/").expect("during, new").0, 429);
     std::thread::sleep(Duration::from_millis(1600));

@@ -380,6 +380,10 @@ struct Relay<'a> {
     close_client: bool,
     /// 101 Switching Protocols: bytes are copied with no scanning.
     tunnel: bool,
+    /// A request body turned out malformed after its head went upstream:
+    /// the upstream waits for a body that will never come, so no answer can
+    /// follow; both connections close at once.
+    broken: bool,
 }
 
 /// Serves a plain-TCP client connection that no fault can select.
@@ -405,6 +409,7 @@ pub(super) async fn relay(client: TcpStream, sh: &Shared) {
         bad_request: false,
         close_client: false,
         tunnel: false,
+        broken: false,
     };
     loop {
         match std::future::poll_fn(|cx| r.pump(cx)).await {
@@ -496,13 +501,20 @@ impl Relay<'_> {
                     self.up_off = 0;
                 }
             }
-            // Requests in from the client.
-            if !self.client_done && self.to_up.len() - self.up_off < HIGH {
+            // Requests in from the client, while neither direction is backed
+            // up (answers the relay makes itself, such as 502s, count too).
+            if !self.client_done
+                && self.to_up.len() - self.up_off < HIGH
+                && self.to_client.len() - self.client_off < HIGH
+            {
                 let mut buf = ReadBuf::new(&mut self.scratch);
                 match Pin::new(&mut self.client).poll_read(cx, &mut buf) {
                     Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
                         let n = buf.filled().len();
                         self.client_bytes(n);
+                        if self.broken {
+                            return Poll::Ready(Step::Done);
+                        }
                         again = true;
                     }
                     Poll::Ready(_) => {
@@ -537,7 +549,10 @@ impl Relay<'_> {
             }
             if let Some(body) = &mut self.req_body {
                 let Ok((used, end)) = body.advance(data) else {
-                    return self.bad_request();
+                    // Its head (and maybe part of its body) is already on
+                    // its way upstream: never a half request left waiting.
+                    self.broken = true;
+                    return;
                 };
                 if !self.discard {
                     self.to_up.extend_from_slice(&data[..used]);
