@@ -491,12 +491,18 @@ impl<'a> Scheduler<'a> {
             crate::run_context::vars(self.store, self.run_id, &self.plan.pipeline)
         });
 
+        // Whether the last arm handled an attempt's end.
+        let mut after_done = false;
         loop {
             // Attempts that ended while the last arm ran join its tick: their
             // records share one commit, and the steps they free start with
             // the last of them (runtime/bench/README.md). A queued end means
             // a running attempt, so none of the checks below could end the loop.
-            let more_done = self.batching && !done_rx.is_empty();
+            // Only ends in a row are batched: log lines win the biased select
+            // below, so while a step prints steadily a queued end could wait
+            // for long, and the tick must not (no events, no starts) meanwhile.
+            // A run of ends is bounded: no step starts until it is over.
+            let more_done = self.batching && after_done && !done_rx.is_empty();
             // Chaos blocks end with the rest of their stage (crate::chaos);
             // tearing one down awaits, so the tick so far is committed first.
             if crate::chaos::any_active(&self.token_base) {
@@ -588,6 +594,7 @@ impl<'a> Scheduler<'a> {
             // What the arm below records joins the next tick's transaction
             // (flushed at the top of the loop, after the starts it enables).
             self.begin_batch();
+            after_done = false;
             tokio::select! {
                 biased;
                 Some(()) = recv_signal(sigint) => {
@@ -608,6 +615,7 @@ impl<'a> Scheduler<'a> {
                     });
                 }
                 Some(done) = done_rx.recv() => {
+                    after_done = true;
                     let (i, mut outcome, after_on_failure) = match done {
                         Done::Attempt(i, o) => (i, o, false),
                         Done::OnFailure(i) => {
