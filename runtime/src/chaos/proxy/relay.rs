@@ -276,14 +276,26 @@ pub(super) fn request_head(
     } else {
         b" HTTP/1.1\r\n"
     });
+    // Chunked wins over a Content-Length sent with it, which a proxy must
+    // not forward (RFC 9112, 6.3): an upstream that read the length would
+    // fall out of step with the chunks.
+    let chunked = matches!(body, Some(Framing::Chunked(_)));
     for h in headers.iter() {
-        if DROPPED.iter().any(|d| h.name.eq_ignore_ascii_case(d)) {
+        if DROPPED.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            || (chunked && h.name.eq_ignore_ascii_case("content-length"))
+        {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    // An HTTP/1.0 client that asked to keep its connection: the request
+    // stays HTTP/1.0, so the upstream must be asked too, or it closes after
+    // every answer (and its answer would not say keep-alive).
+    if version == 0 && !close {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"host: ");
     out.extend_from_slice(authority.as_bytes());
@@ -818,6 +830,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "POST /pre/a?b=1 HTTP/1.1\r\nContent-Length: 3\r\nX-A: y\r\nhost: up:9\r\n\r\n"
+        );
+        // HTTP/1.0 with keep-alive asks the upstream for it too.
+        let mut out = Vec::new();
+        let (_, _, p) = request_head(
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            "up",
+            "",
+            &mut out,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert!(!p.close);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "GET / HTTP/1.0\r\nconnection: keep-alive\r\nhost: up\r\n\r\n"
+        );
+        // Chunks and a length: the length goes.
+        let mut out = Vec::new();
+        let (_, body, _) = request_head(
+            b"POST / HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "up",
+            "",
+            &mut out,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert!(matches!(body, Some(Framing::Chunked(_))));
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nhost: up\r\n\r\n"
         );
         let mut out = Vec::new();
         assert!(matches!(
