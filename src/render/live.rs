@@ -406,15 +406,17 @@ impl Live {
                 duration_ms,
             } => {
                 self.summary();
-                let mut s = format!("[run {run}] {status} in {}", duration(*duration_ms));
                 let warnings = self.rows.iter().filter(|r| r.status == "warning").count();
-                if warnings > 0 {
-                    s.push_str(&format!(" with {warnings} warning(s)"));
-                }
-                if let Some(f) = failed_step {
-                    s.push_str(&format!(" (first failure: {f})"));
-                }
-                println!("{s}");
+                println!(
+                    "{}",
+                    super::run_finished_line(
+                        run,
+                        status,
+                        *duration_ms,
+                        warnings,
+                        failed_step.as_deref()
+                    )
+                );
                 true
             }
             _ => false,

@@ -253,16 +253,34 @@ impl Sink for Renderer {
                 failed_step,
                 duration_ms,
             } => {
-                let mut s = format!("[run {run}] {status} in {}", duration(*duration_ms));
                 let warnings = self.finished.iter().filter(|f| f.1 == "warning").count();
-                if warnings > 0 {
-                    s.push_str(&format!(" with {warnings} warning(s)"));
-                }
-                if let Some(f) = failed_step {
-                    s.push_str(&format!(" (first failure: {f})"));
-                }
-                self.line(&s);
+                self.line(&run_finished_line(
+                    run,
+                    status,
+                    *duration_ms,
+                    warnings,
+                    failed_step.as_deref(),
+                ));
             }
         }
     }
+}
+
+/// The last line of a run, in every human output: `[run 3] failed in 4.2s
+/// with 1 warning(s) (first failure: build.api)`.
+pub(crate) fn run_finished_line(
+    run: impl std::fmt::Display,
+    status: impl std::fmt::Display,
+    duration_ms: u64,
+    warnings: usize,
+    failed_step: Option<&str>,
+) -> String {
+    let mut s = format!("[run {run}] {status} in {}", duration(duration_ms));
+    if warnings > 0 {
+        s.push_str(&format!(" with {warnings} warning(s)"));
+    }
+    if let Some(f) = failed_step {
+        s.push_str(&format!(" (first failure: {f})"));
+    }
+    s
 }
