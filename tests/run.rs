@@ -823,6 +823,64 @@ fn log_files_are_created_at_the_first_line() {
     );
 }
 
+/// The raw `$PIPE_OUTPUT` file (it may hold secrets in clear) is gone after
+/// every ending — success, failure, timeout, `on_failure` — and a file left
+/// at an attempt's path by a crashed pipe is never read as that attempt's
+/// outputs (pipe skips removing it beforehand only in a log directory it
+/// made itself).
+#[test]
+fn outputs_files_never_outlive_their_attempt_nor_leak_into_the_next() {
+    let p = Proj::new(
+        r#"pipeline p {
+  stage s {
+    step ok { run = "echo a=1 >> $PIPE_OUTPUT" }
+    step failing {
+      run = "echo b=2 >> $PIPE_OUTPUT; exit 3"
+      on_failure = "echo c=3 >> $PIPE_OUTPUT"
+    }
+    step slow {
+      timeout = 300ms
+      run = "echo d=4 >> $PIPE_OUTPUT; sleep 5"
+    }
+  }
+}
+"#,
+    );
+    let r = p.run(
+        &["run", "p", "--output", "plain", "--keep-going"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let left = |p: &Proj| -> Vec<String> {
+        std::fs::read_dir(p.path(".pipe/logs/1"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".outputs"))
+            .collect()
+    };
+    assert_eq!(left(&p), Vec::<String>::new());
+    assert_eq!(step(&p.status_json(None), "s.ok")["outputs"]["a"], "1");
+    // A crashed pipe's leftover at the path of the next attempt of `failing`.
+    p.write(".pipe/logs/1/s.failing.2.outputs", "forged=1\n");
+    p.write(
+        "pipelines/p.pipe",
+        &p.read("pipelines/p.pipe")
+            .replace("echo b=2 >> $PIPE_OUTPUT; exit 3", "true"),
+    );
+    let r = p.run(
+        &["resume", "--replan", "--output", "plain"],
+        Duration::from_secs(30),
+    );
+    assert_ne!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let st = p.status_json(Some("1"));
+    let failing = step(&st, "s.failing");
+    assert_eq!(failing["status"], "succeeded", "{st}");
+    assert_eq!(failing["attempt"], 2, "{st}");
+    assert!(failing["outputs"].get("forged").is_none(), "{st}");
+    assert_eq!(left(&p), Vec::<String>::new());
+}
+
 /// The shell is looked up once per `PATH` (runtime/bench/README.md) with
 /// `execvp`'s rules: a step's own `env` `PATH` names its shell, other steps
 /// get the one pipe's `PATH` finds first, and an `sh` ahead of `/usr/bin`

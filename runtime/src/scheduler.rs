@@ -625,11 +625,11 @@ impl<'a> Scheduler<'a> {
                     };
                     let step = steps[i];
                     // The raw `$PIPE_OUTPUT` file may hold secrets in clear;
-                    // its outputs were read and are stored masked.
-                    let log = self.store.log_path(self.run_id, &step.id, slots[i].attempt);
-                    let _ = std::fs::remove_file(log.with_extension("outputs"));
-                    if after_on_failure {
-                        let _ = std::fs::remove_file(log.with_extension("on_failure.outputs"));
+                    // its outputs were read and are stored masked. The shell
+                    // executor (also the one of `on_failure`) removes its own.
+                    if step.executor != "shell" {
+                        let log = self.store.log_path(self.run_id, &step.id, slots[i].attempt);
+                        let _ = std::fs::remove_file(log.with_extension("outputs"));
                     }
                     if outcome.ending == Ending::Succeeded {
                         running -= 1;

@@ -398,9 +398,16 @@ impl Store {
             "INSERT INTO step_history (run_id, step_id, attempt, status, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![run, s.step_id, s.attempt, s.status, now_ms()])?;
+        // An upsert changes the row in place; `INSERT OR REPLACE` deleted and
+        // re-inserted it, rewriting the primary key's index page as well (one
+        // more WAL frame per commit, runtime/bench/README.md).
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO steps (run_id, step_id, status, attempt, started_ms, finished_ms, exit_code, outputs, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,
+               attempt = excluded.attempt, started_ms = excluded.started_ms,
+               finished_ms = excluded.finished_ms, exit_code = excluded.exit_code,
+               outputs = excluded.outputs, error = excluded.error",
         )?
         .execute(params![
             run,

@@ -32,19 +32,25 @@ async fn run(job: Job, mut io: Io) -> Outcome {
     let Some(command) = job.command.clone() else {
         return Outcome::error("the step has no `run` command");
     };
-    if let Some(dir) = job.log_path.parent() {
-        if let Err(e) = program::create_dir_once(dir) {
-            return Outcome::error(format!("cannot create {}: {e}", dir.display()));
-        }
-    }
-    let log = Arc::new(Mutex::new(LazyLog::new(job.log_path.clone())));
     // The step creates its outputs file by writing to it (`>> $PIPE_OUTPUT`):
     // creating and deleting an empty file for each of thousands of silent
     // steps costs more than running them (runtime/bench/README.md). Each
-    // attempt has a path of its own; one a crashed pipe left is removed.
-    if let Err(e) = std::fs::remove_file(&job.output_path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Outcome::error(format!("cannot remove {}: {e}", job.output_path.display()));
+    // attempt has a path of its own; one a crashed pipe left is removed (it
+    // can only be there if the log directory is older than this process).
+    let fresh_dir = match job.log_path.parent().map(program::create_dir_once) {
+        Some(Ok(fresh)) => fresh,
+        Some(Err(e)) => {
+            let dir = job.log_path.parent().unwrap_or(&job.log_path);
+            return Outcome::error(format!("cannot create {}: {e}", dir.display()));
+        }
+        None => false,
+    };
+    let log = Arc::new(Mutex::new(LazyLog::new(job.log_path.clone())));
+    if !fresh_dir {
+        if let Err(e) = std::fs::remove_file(&job.output_path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Outcome::error(format!("cannot remove {}: {e}", job.output_path.display()));
+            }
         }
     }
     let shell = job.shell.clone().unwrap_or_else(|| "sh".to_string());
@@ -71,28 +77,25 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::error(format!("cannot start `{shell}`: {e}")),
     };
+    // The raw file may hold secrets in clear: it goes whatever the ending.
+    let mut outputs_file = RemoveOnDrop(Some(job.output_path.clone()));
     let pgid = child.id().map(|p| p as i32);
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(pump(
-            out,
-            false,
-            job.index,
-            io.logs.clone(),
-            log.clone(),
-            job.mask.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(pump(
-            err,
-            true,
-            job.index,
-            io.logs.clone(),
-            log.clone(),
-            job.mask.clone(),
-        )));
-    }
+    // One task reads both streams: a task per stream cost a spawn per step.
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (logs, mask, index, file) = (io.logs.clone(), job.mask.clone(), job.index, log.clone());
+    let readers = vec![tokio::spawn(async move {
+        let out = async {
+            if let Some(out) = out {
+                pump(out, false, index, logs.clone(), file.clone(), mask.clone()).await;
+            }
+        };
+        let err = async {
+            if let Some(err) = err {
+                pump(err, true, index, logs.clone(), file.clone(), mask.clone()).await;
+            }
+        };
+        tokio::join!(out, err);
+    })];
     let timeout = async {
         match job.timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -178,7 +181,16 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             class: None,
         };
     }
-    let text = std::fs::read_to_string(&job.output_path).unwrap_or_default();
+    let text = match std::fs::read_to_string(&job.output_path) {
+        Ok(t) => t,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // The step wrote no outputs: nothing to remove.
+                outputs_file.0 = None;
+            }
+            String::new()
+        }
+    };
     match super::parse_outputs(&text) {
         Ok(outputs) => Outcome {
             ending: Ending::Succeeded,
@@ -197,6 +209,19 @@ async fn run(job: Job, mut io: Io) -> Outcome {
     }
 }
 
+/// Removes the attempt's `$PIPE_OUTPUT` file when the attempt ends, unless
+/// it is known not to exist (cleared). The scheduler leaves shell attempts'
+/// files to this.
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// `shell -c command` with the step's environment, in a process group of its own.
 fn shell_command(shell: &std::ffi::OsStr, command: &str, job: &Job) -> Command {
     let mut cmd = Command::new(shell);
@@ -206,12 +231,22 @@ fn shell_command(shell: &std::ffi::OsStr, command: &str, job: &Job) -> Command {
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .env("PIPE_OUTPUT", &job.output_path)
         .env(process_tree::TOKEN_VAR, &job.token)
-        .stdin(Stdio::null())
+        .stdin(dev_null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
     cmd
+}
+
+/// The step's stdin: a duplicate of one `/dev/null` opened for the whole
+/// process (`Stdio::null()` opens it again at every spawn).
+fn dev_null() -> Stdio {
+    static NULL: std::sync::LazyLock<Option<std::fs::File>> =
+        std::sync::LazyLock::new(|| std::fs::File::open("/dev/null").ok());
+    NULL.as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 /// SIGTERM to the tree, a grace period (cut short by a `Kill` request), then SIGKILL.

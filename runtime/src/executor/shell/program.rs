@@ -71,21 +71,34 @@ fn is_executable(p: &Path) -> bool {
 /// and a `stat` per step). A directory removed while the run goes on is not
 /// made again; the attempt then fails to create its log or outputs file,
 /// with the path in the error.
-pub(super) fn create_dir_once(dir: &Path) -> std::io::Result<()> {
-    static MADE: LazyLock<Mutex<std::collections::HashSet<PathBuf>>> =
-        LazyLock::new(Default::default);
-    if MADE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .contains(dir)
-    {
-        return Ok(());
+///
+/// Returns whether this process made the directory: nothing older than this
+/// process can be in it then, so an attempt need not remove a stale
+/// `$PIPE_OUTPUT` file that a crashed pipe left (an `unlink` per step).
+pub(super) fn create_dir_once(dir: &Path) -> std::io::Result<bool> {
+    static MADE: LazyLock<Mutex<HashMap<PathBuf, bool>>> = LazyLock::new(Default::default);
+    if let Some(&fresh) = MADE.lock().unwrap_or_else(PoisonError::into_inner).get(dir) {
+        return Ok(fresh);
     }
-    std::fs::create_dir_all(dir)?;
+    let fresh = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => false,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     MADE.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(dir.to_path_buf());
-    Ok(())
+        .insert(dir.to_path_buf(), fresh);
+    Ok(fresh)
 }
 
 #[cfg(test)]
@@ -139,5 +152,19 @@ mod tests {
         );
         assert_eq!(resolve("/bin/sh", Some(OsStr::new("/usr/bin"))), None);
         assert_eq!(resolve("rsh", None), None);
+    }
+
+    #[test]
+    fn a_directory_is_fresh_only_when_this_process_made_it() {
+        let t = tempfile::tempdir().unwrap();
+        let made = t.path().join("runs/7");
+        assert!(create_dir_once(&made).unwrap(), "made here, parents too");
+        assert!(made.is_dir());
+        assert!(create_dir_once(&made).unwrap(), "still this process's");
+        let old = t.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        assert!(!create_dir_once(&old).unwrap(), "it was there before");
+        std::fs::write(t.path().join("file"), "").unwrap();
+        assert!(create_dir_once(&t.path().join("file")).is_err());
     }
 }
