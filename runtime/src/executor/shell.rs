@@ -18,6 +18,7 @@ use super::{BoxFuture, Ending, Executor, Io, Job, LogLine, Outcome, Stop};
 use crate::process_tree;
 
 mod program;
+mod spawn;
 
 /// Runs shell commands.
 pub struct Shell;
@@ -62,18 +63,13 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         .map(|(_, v)| std::ffi::OsString::from(v))
         .or_else(|| std::env::var_os("PATH"));
     let resolved = program::resolve(&shell, path_var.as_deref());
-    let program = resolved.as_ref().map_or(shell.as_ref(), |p| p.as_os_str());
-    let mut cmd = shell_command(program, &command, &job);
-    let spawned = match cmd.spawn() {
-        // The cached path went away: look the name up as before.
-        Err(e) if resolved.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
-            program::forget(&shell, path_var.as_deref());
-            cmd = shell_command(shell.as_ref(), &command, &job);
-            cmd.spawn()
-        }
-        r => r,
-    };
-    let mut child = match spawned {
+    let mut child = match start(
+        &shell,
+        resolved.as_deref(),
+        path_var.as_deref(),
+        &command,
+        &job,
+    ) {
         Ok(c) => c,
         Err(e) => return Outcome::error(format!("cannot start `{shell}`: {e}")),
     };
@@ -81,7 +77,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
     let mut outputs_file = RemoveOnDrop(Some(job.output_path.clone()));
     let pgid = child.id().map(|p| p as i32);
     // One task reads both streams: a task per stream cost a spawn per step.
-    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (out, err) = child.streams();
     let (logs, mask, index, file) = (io.logs.clone(), job.mask.clone(), job.index, log.clone());
     let readers = vec![tokio::spawn(async move {
         let out = async {
@@ -222,6 +218,108 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// A step's process, started by [`spawn`] or, where that cannot be used, by
+/// `tokio::process`.
+enum Proc {
+    Short(spawn::Child),
+    Tokio(tokio::process::Child),
+}
+
+type Stream = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Proc {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Short(c) => Some(c.id()),
+            Proc::Tokio(c) => c.id(),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Short(c) => c.wait().await,
+            Proc::Tokio(c) => c.wait().await,
+        }
+    }
+
+    fn streams(&mut self) -> (Option<Stream>, Option<Stream>) {
+        match self {
+            Proc::Short(c) => (
+                c.stdout.take().map(|s| Box::new(s) as Stream),
+                c.stderr.take().map(|s| Box::new(s) as Stream),
+            ),
+            Proc::Tokio(c) => (
+                c.stdout.take().map(|s| Box::new(s) as Stream),
+                c.stderr.take().map(|s| Box::new(s) as Stream),
+            ),
+        }
+    }
+}
+
+/// pipe's own environment, read once: a step's is this, then its `env`,
+/// then `PIPE_OUTPUT` and the process-tree token (pipe never changes its
+/// environment while it runs).
+fn parent_env() -> &'static [(std::ffi::OsString, std::ffi::OsString)] {
+    static ENV: std::sync::LazyLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
+        std::sync::LazyLock::new(|| std::env::vars_os().collect());
+    &ENV
+}
+
+/// Starts `shell -c command`: with the short spawn when the shell's path is
+/// known, else (or where it is unavailable) with `tokio::process`, which
+/// searches `PATH` itself. A cached path that went away is forgotten and the
+/// name looked up again.
+fn start(
+    shell: &str,
+    resolved: Option<&std::path::Path>,
+    path_var: Option<&std::ffi::OsStr>,
+    command: &str,
+    job: &Job,
+) -> std::io::Result<Proc> {
+    use std::ffi::OsStr;
+    let null = dev_null_file();
+    if let (Some(program), Some(null), true) = (resolved, null, spawn::available()) {
+        let mut env: Vec<(&OsStr, &OsStr)> =
+            Vec::with_capacity(parent_env().len() + job.env.len() + 2);
+        env.extend(
+            parent_env()
+                .iter()
+                .map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+        );
+        env.extend(job.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
+        env.push((OsStr::new("PIPE_OUTPUT"), job.output_path.as_os_str()));
+        env.push((OsStr::new(process_tree::TOKEN_VAR), OsStr::new(&job.token)));
+        let spec = spawn::Spec {
+            program: program.as_os_str(),
+            args: &[OsStr::new("-c"), OsStr::new(command)],
+            env: &env,
+            cwd: &job.cwd,
+        };
+        match spawn::spawn(&spec, std::os::fd::AsFd::as_fd(null)) {
+            Ok(Some(c)) => return Ok(Proc::Short(c)),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                program::forget(shell, path_var);
+                return shell_command(shell.as_ref(), command, job)
+                    .spawn()
+                    .map(Proc::Tokio);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let program = resolved.map_or(shell.as_ref(), |p| p.as_os_str());
+    match shell_command(program, command, job).spawn() {
+        // The cached path went away: look the name up as before.
+        Err(e) if resolved.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+            program::forget(shell, path_var);
+            shell_command(shell.as_ref(), command, job)
+                .spawn()
+                .map(Proc::Tokio)
+        }
+        r => r.map(Proc::Tokio),
+    }
+}
+
 /// `shell -c command` with the step's environment, in a process group of its own.
 fn shell_command(shell: &std::ffi::OsStr, command: &str, job: &Job) -> Command {
     let mut cmd = Command::new(shell);
@@ -239,18 +337,23 @@ fn shell_command(shell: &std::ffi::OsStr, command: &str, job: &Job) -> Command {
     cmd
 }
 
-/// The step's stdin: a duplicate of one `/dev/null` opened for the whole
-/// process (`Stdio::null()` opens it again at every spawn).
-fn dev_null() -> Stdio {
+/// One `/dev/null` opened for the whole process, for steps' stdin.
+fn dev_null_file() -> Option<&'static std::fs::File> {
     static NULL: std::sync::LazyLock<Option<std::fs::File>> =
         std::sync::LazyLock::new(|| std::fs::File::open("/dev/null").ok());
     NULL.as_ref()
+}
+
+/// The step's stdin: a duplicate of [`dev_null_file`] (`Stdio::null()`
+/// opens the file again at every spawn).
+fn dev_null() -> Stdio {
+    dev_null_file()
         .and_then(|f| f.try_clone().ok())
         .map_or_else(Stdio::null, Stdio::from)
 }
 
 /// SIGTERM to the tree, a grace period (cut short by a `Kill` request), then SIGKILL.
-async fn terminate(child: &mut tokio::process::Child, pgid: Option<i32>, job: &Job, io: &mut Io) {
+async fn terminate(child: &mut Proc, pgid: Option<i32>, job: &Job, io: &mut Io) {
     if *io.stop.borrow() == Stop::Kill {
         process_tree::kill_all(pgid, &job.token, false, Duration::from_secs(5)).await;
         return;
