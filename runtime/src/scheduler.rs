@@ -240,6 +240,8 @@ impl<'a> Scheduler<'a> {
         prior: &[StepRecord],
         resumed: bool,
     ) -> Result<(RunEnd, Option<String>), StateError> {
+        // No checkpoint `fsync` on the dispatcher's thread (state.rs).
+        self.store.checkpoint_in_background();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
