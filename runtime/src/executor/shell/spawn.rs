@@ -85,6 +85,11 @@ struct ChildArgs {
 
 const STACK_SIZE: usize = 64 * 1024;
 
+/// The kernel's sigset size, as the `size_t` the raw calls take: through the
+/// variadic `syscall`, a plain `8` would be an `int` with undefined upper
+/// bits, and the kernel would refuse the call.
+const SIGSET_SIZE: libc::size_t = 8;
+
 thread_local! {
     static STACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -127,7 +132,10 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// The signals this process catches (`SigCgt` of `/proc/self/status`).
+/// The signals this process catches (`SigCgt` of `/proc/self/status`). A
+/// handler installed by another thread between this read and the clone is
+/// not reset; glibc's query of each signal in the child has the same race,
+/// in a narrower window (and pipe installs its handlers before any step).
 fn caught_signals(out: &mut [libc::c_int; 64]) -> io::Result<usize> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let mask = status
@@ -152,6 +160,11 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
     if !available() {
         return Ok(None);
     }
+    // Without /proc the child cannot know which handlers to reset: `std`.
+    let mut reset = [0; 64];
+    let Ok(reset_len) = caught_signals(&mut reset) else {
+        return Ok(None);
+    };
     // Everything the child reads, allocated now.
     let program = cstring(spec.program)?;
     let args: Vec<CString> = spec
@@ -167,7 +180,16 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     let cwd = cstring(spec.cwd.as_os_str())?;
-    let stdin = above_stdio(stdin.try_clone_to_owned()?)?;
+    // Close-on-exec and above 2 already (Rust reopens a closed 0–2 at start):
+    // passed as it is; otherwise a duplicate that is.
+    let stdin_copy = if stdin.as_raw_fd() > 2 {
+        None
+    } else {
+        Some(above_stdio(stdin.try_clone_to_owned()?)?)
+    };
+    let stdin_fd = stdin_copy
+        .as_ref()
+        .map_or(stdin.as_raw_fd(), AsRawFd::as_raw_fd);
     let (out_r, out_w) = pipe_pair()?;
     let (err_r, err_w) = pipe_pair()?;
     let mut args_block = ChildArgs {
@@ -175,14 +197,11 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         cwd: cwd.as_ptr(),
-        reset: [0; 64],
-        reset_len: 0,
-        fds: [stdin.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        reset,
+        reset_len,
+        fds: [stdin_fd, out_w.as_raw_fd(), err_w.as_raw_fd()],
         errno: 0,
     };
-    let mut reset = [0; 64];
-    args_block.reset_len = caught_signals(&mut reset)?;
-    args_block.reset = reset;
 
     let pid = STACK.with(|stack| -> io::Result<libc::pid_t> {
         let mut stack = stack.borrow_mut();
@@ -193,13 +212,20 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
         let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
         // No handler of this process may run in the child, which shares its
         // memory: every signal is blocked across the clone, and the child
-        // unblocks them only after resetting the caught ones.
-        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigfillset initialises `all`; pthread_sigmask fills `old`.
+        // unblocks them only after resetting the caught ones. The raw system
+        // call, as glibc's posix_spawn does: its wrappers leave its internal
+        // signals (32, 33) unblocked.
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask reads and writes one 8-byte kernel sigset.
         unsafe {
-            libc::sigfillset(all.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &raw const all,
+                &raw mut old,
+                SIGSET_SIZE,
+            );
         }
         // SAFETY: `child` only makes async-signal-safe calls on data that
         // outlives the clone (CLONE_VFORK suspends this thread until the
@@ -213,24 +239,31 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
             )
         };
         let err = io::Error::last_os_error();
-        // SAFETY: `old` was filled by the pthread_sigmask above.
+        // SAFETY: restores the mask read above.
         unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &raw const old,
+                std::ptr::null_mut::<u64>(),
+                SIGSET_SIZE,
+            );
         }
         if pid < 0 {
             return Err(err);
         }
         Ok(pid)
     })?;
-    drop((out_w, err_w, stdin));
+    drop((out_w, err_w, stdin_copy));
     // SAFETY: read after the child is gone from this memory (exec'd or exited).
     let errno = unsafe { std::ptr::read_volatile(&raw const args_block.errno) };
     if errno != 0 {
-        let mut status = 0;
-        // SAFETY: reaps our own child, which has exited with 127.
-        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        reap_blocking(pid);
         return Err(io::Error::from_raw_os_error(errno));
     }
+    // The step runs from here: if what follows fails, it is killed and
+    // reaped rather than left running unwatched.
+    let guard = KillOnError(pid);
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let pidfd = if pidfd < 0 {
@@ -249,13 +282,37 @@ pub(super) fn spawn(spec: &Spec<'_>, stdin: BorrowedFd<'_>) -> io::Result<Option
             unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
         Some(registered.map_err(io::Error::from)?)
     };
-    Ok(Some(Child {
+    let child = Child {
         pid,
         pidfd,
         status: None,
         stdout: Some(receiver(out_r)?),
         stderr: Some(receiver(err_r)?),
-    }))
+    };
+    std::mem::forget(guard);
+    Ok(Some(child))
+}
+
+/// Kills the group of a child whose setup failed after it started, and
+/// reaps it.
+struct KillOnError(libc::pid_t);
+
+impl Drop for KillOnError {
+    fn drop(&mut self) {
+        // SAFETY: the child's own group (it called setpgid(0, 0)); kill
+        // writes nothing.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        reap_blocking(self.0);
+    }
+}
+
+/// Waits for child `pid` to end (it has exited or been killed).
+fn reap_blocking(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child writes `status`.
+    while unsafe { libc::waitpid(pid, &raw mut status, 0) } < 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
 }
 
 fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
@@ -302,12 +359,26 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // suspended parent until this function's process execs or exits.
     unsafe {
         let a = &mut *arg.cast::<ChildArgs>();
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for &sig in &a.reset[..a.reset_len] {
-            libc::sigaction(sig, &raw const dfl, std::ptr::null_mut());
+        // The kernel's struct sigaction, all zero: SIG_DFL, no flags, empty
+        // mask. The raw call also resets glibc's internal signals, which its
+        // `sigaction` wrapper refuses.
+        let dfl = [0u64; 4];
+        for &sig in a.reset.iter().take(a.reset_len) {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &raw const dfl,
+                std::ptr::null_mut::<u64>(),
+                SIGSET_SIZE,
+            );
         }
-        libc::sigaction(libc::SIGPIPE, &raw const dfl, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            libc::SIGPIPE,
+            &raw const dfl,
+            std::ptr::null_mut::<u64>(),
+            SIGSET_SIZE,
+        );
         if libc::setpgid(0, 0) != 0 || libc::chdir(a.cwd) != 0 {
             fail(a);
         }
@@ -316,9 +387,14 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(a);
             }
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
+        let empty: u64 = 0;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const empty,
+            std::ptr::null_mut::<u64>(),
+            SIGSET_SIZE,
+        );
         libc::execve(a.program, a.argv, a.envp);
         fail(a)
     }
@@ -380,11 +456,18 @@ fn try_reap(pid: libc::pid_t) -> io::Result<Option<ExitStatus>> {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.status.is_none() {
-            // Not awaited (the attempt was dropped): reap it if it is done;
-            // one still running is left to the process-tree cleanup and
-            // stays a zombie until pipe exits.
-            let _ = try_reap(self.pid);
+        if self.status.is_some() || matches!(try_reap(self.pid), Ok(Some(_))) {
+            return;
+        }
+        // Dropped while running (the attempt was dropped): it is reaped when
+        // it ends, if a runtime is there to wait (else it stays a zombie
+        // until pipe exits, like the process-tree cleanup's leftovers).
+        let pid = self.pid;
+        if let (Some(fd), Ok(rt)) = (self.pidfd.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = fd.readable().await;
+                let _ = try_reap(pid);
+            });
         }
     }
 }
@@ -435,9 +518,13 @@ mod tests {
     fn the_child_gets_its_arguments_environment_directory_group_and_default_signals() {
         let dir = tempfile::tempdir().unwrap();
         let o = OsStr::new;
-        let script = "printf '%s|%s|%s|' \"$1\" \"$X\" \"$(pwd)\"; \
-             test \"$(cut -d' ' -f5 /proc/$$/stat)\" = $$ && printf grp; \
-             grep -E '^Sig(Cgt|Blk|Ign)' /proc/$$/status >&2; exit 7";
+        // The shell reads its own signal state first, with builtins only:
+        // while it waits for a child, dash blocks every signal.
+        let script = "while read -r l; do case $l in Sig*) echo \"$l\" >&2;; esac; \
+             done < /proc/$$/status; \
+             printf '%s|%s|%s|' \"$1\" \"$X\" \"$PWD\"; \
+             read -r stat < /proc/$$/stat; set -- $stat; test \"$5\" = $$ && printf grp; \
+             exit 7";
         let args = [o("-c"), o(script), o("sh"), o("one word; $(two)")];
         let env = [
             (o("X"), o("old")),
