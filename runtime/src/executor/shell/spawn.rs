@@ -564,25 +564,24 @@ mod tests {
             .build()
             .unwrap();
         let _g = rt.enter();
-        let spec = Spec {
-            program: o("/nonexistent/sh"),
-            args: &[o("-c"), o("true")],
-            env: &[],
-            cwd: std::path::Path::new("/"),
-        };
-        let Err(e) = spawn(&spec, null.as_fd()) else {
-            panic!("spawned a missing program")
-        };
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        let spec = Spec {
-            program: o("/bin/sh"),
-            args: &[o("-c"), o("true")],
-            env: &[],
-            cwd: std::path::Path::new("/nonexistent-dir"),
-        };
-        let Err(e) = spawn(&spec, null.as_fd()) else {
-            panic!("spawned in a missing directory")
-        };
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        for (program, cwd) in [("/nonexistent/sh", "/"), ("/bin/sh", "/nonexistent-dir")] {
+            let spec = Spec {
+                program: o(program),
+                args: &[o("-c"), o("true")],
+                env: &[],
+                cwd: std::path::Path::new(cwd),
+            };
+            let Err(e) = spawn(&spec, null.as_fd()) else {
+                panic!("spawned {program} in {cwd}")
+            };
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{program} in {cwd}");
+        }
+        // This thread made both children and reaped them (where the kernel
+        // lists a thread's children).
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
+            assert_eq!(children.trim(), "", "children left: {children}");
+        }
     }
 }
