@@ -250,7 +250,8 @@ impl Store {
     /// `fsync`s the WAL and the database on the dispatcher's thread, 5 ms
     /// each on a slow disk, some fifty times per 5,000 steps
     /// (runtime/bench/README.md). The thread checkpoints passively every
-    /// 100 ms, which never blocks a commit; and since the WAL starts over
+    /// 100 ms (every second while nothing is written), which never blocks a
+    /// commit; and since the WAL starts over
     /// only after a checkpoint that no commit overlapped, once it holds more
     /// than 4,096 frames (16 MB) it makes one that briefly holds the writers.
     /// Without a thread (it could not start), checkpoints stay automatic.
@@ -708,6 +709,10 @@ impl Drop for Checkpointer {
 const RESTART_FRAMES: i64 = 4096;
 
 fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
+    // A run waiting at a gate writes nothing for minutes: after a pass that
+    // found nothing new, the next waits a second.
+    let mut last = None;
+    let mut pause = Duration::from_millis(100);
     loop {
         {
             let stopped = stop
@@ -716,7 +721,7 @@ fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync:
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (stopped, _) = stop
                 .1
-                .wait_timeout_while(stopped, Duration::from_millis(100), |s| !*s)
+                .wait_timeout_while(stopped, pause, |s| !*s)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if *stopped {
                 return;
@@ -730,10 +735,13 @@ fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync:
                 r.get::<_, i64>(2)?,
             ))
         });
-        if let Ok((_, frames, _)) = passive {
+        if let Ok((_, frames, done)) = passive {
             if frames >= RESTART_FRAMES {
                 let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
             }
+            let idle = last == Some((frames, done)) && frames == done;
+            pause = Duration::from_millis(if idle { 1000 } else { 100 });
+            last = Some((frames, done));
         }
     }
 }
