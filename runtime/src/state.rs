@@ -250,7 +250,7 @@ impl Store {
     /// `fsync`s the WAL and the database on the dispatcher's thread, 5 ms
     /// each on a slow disk, some fifty times per 5,000 steps
     /// (runtime/bench/README.md). The thread checkpoints passively every
-    /// 100 ms (every second while nothing is written), which never blocks a
+    /// 100 ms (300 ms while nothing is written), which never blocks a
     /// commit; and since the WAL starts over
     /// only after a checkpoint that no commit overlapped, once it holds more
     /// than 4,096 frames (16 MB) it makes one that briefly holds the writers.
@@ -710,7 +710,8 @@ const RESTART_FRAMES: i64 = 4096;
 
 fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync::Condvar)) {
     // A run waiting at a gate writes nothing for minutes: after a pass that
-    // found nothing new, the next waits a second.
+    // found nothing new, the next waits 300 ms (short enough that a burst of
+    // commits after a pause stays under RESTART_FRAMES).
     let mut last = None;
     let mut pause = Duration::from_millis(100);
     loop {
@@ -740,7 +741,7 @@ fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync:
                 let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
             }
             let idle = last == Some((frames, done)) && frames == done;
-            pause = Duration::from_millis(if idle { 1000 } else { 100 });
+            pause = Duration::from_millis(if idle { 300 } else { 100 });
             last = Some((frames, done));
         }
     }
