@@ -684,7 +684,6 @@ pub struct RunLock {
     _lock: Flock<File>,
 }
 
-/// A stable hash of a set of source files.
 /// The thread of [`Store::checkpoint_in_background`].
 struct Checkpointer {
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
@@ -747,6 +746,7 @@ fn checkpoint_loop(conn: &Connection, stop: &(std::sync::Mutex<bool>, std::sync:
     }
 }
 
+/// A stable hash of a set of source files.
 pub fn source_hash(sources: &[(String, String)]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
