@@ -819,46 +819,44 @@ mod tests {
 
     #[test]
     fn a_request_head_is_rewritten_for_the_upstream() {
-        let mut out = Vec::new();
+        // A complete, valid head: its length, body framing, facts and the
+        // head sent upstream.
+        let rewrite = |head: &[u8], authority: &str, prefix: &str| {
+            let mut out = Vec::new();
+            let (len, body, p) = request_head(head, authority, prefix, &mut out)
+                .expect("valid")
+                .expect("complete");
+            (len, body, p, String::from_utf8(out).expect("utf-8"))
+        };
         let head = b"POST http://front:1/a?b=1 HTTP/1.1\r\nHost: front\r\nConnection: close\r\nUpgrade: x\r\nContent-Length: 3\r\nX-A: y\r\n\r\nabc";
-        let (len, body, p) = request_head(head, "up:9", "/pre", &mut out)
-            .expect("valid")
-            .expect("complete");
+        let (len, body, p, out) = rewrite(head, "up:9", "/pre");
         assert_eq!(len, head.len() - 3);
         assert!(matches!(body, Some(Framing::Length(3))));
         assert!(p.close && !p.head);
         assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
+            out,
             "POST /pre/a?b=1 HTTP/1.1\r\nContent-Length: 3\r\nX-A: y\r\nhost: up:9\r\n\r\n"
         );
         // HTTP/1.0 with keep-alive asks the upstream for it too.
-        let mut out = Vec::new();
-        let (_, _, p) = request_head(
+        let (_, _, p, out) = rewrite(
             b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
             "up",
             "",
-            &mut out,
-        )
-        .expect("valid")
-        .expect("complete");
+        );
         assert!(!p.close);
         assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
+            out,
             "GET / HTTP/1.0\r\nconnection: keep-alive\r\nhost: up\r\n\r\n"
         );
         // Chunks and a length: the length goes.
-        let mut out = Vec::new();
-        let (_, body, _) = request_head(
+        let (_, body, _, out) = rewrite(
             b"POST / HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
             "up",
             "",
-            &mut out,
-        )
-        .expect("valid")
-        .expect("complete");
+        );
         assert!(matches!(body, Some(Framing::Chunked(_))));
         assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
+            out,
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nhost: up\r\n\r\n"
         );
         let mut out = Vec::new();
