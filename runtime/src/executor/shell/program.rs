@@ -80,21 +80,10 @@ pub(super) fn create_dir_once(dir: &Path) -> std::io::Result<bool> {
     if let Some(&fresh) = MADE.lock().unwrap_or_else(PoisonError::into_inner).get(dir) {
         return Ok(fresh);
     }
-    let fresh = match std::fs::create_dir(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => false,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            match std::fs::create_dir(dir) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => false,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    };
+    // Only this run's pipe writes in its log directory (the run is locked),
+    // so nothing can make it between the check and the creation.
+    let fresh = !dir.is_dir();
+    std::fs::create_dir_all(dir)?;
     MADE.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(dir.to_path_buf(), fresh);
