@@ -214,6 +214,14 @@ fn container_step_streams_output_sets_outputs_and_is_removed() {
     assert!(b.contains("running as 1000"), "{b}");
     let st = p.status_json();
     assert_eq!(step(&st, &format!("s.{id}-a"))["outputs"]["answer"], "42");
+    // The raw outputs files (mounted into the containers) are gone.
+    let outputs: Vec<_> = std::fs::read_dir(p.path(".pipe/logs/1"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".outputs"))
+        .collect();
+    assert!(outputs.is_empty(), "outputs files left: {outputs:?}");
     assert!(
         any_left(&p).is_empty(),
         "containers left: {:?}",

@@ -626,13 +626,8 @@ impl<'a> Scheduler<'a> {
                         }
                     };
                     let step = steps[i];
-                    // The raw `$PIPE_OUTPUT` file may hold secrets in clear;
-                    // its outputs were read and are stored masked. The shell
-                    // executor (also the one of `on_failure`) removes its own.
-                    if step.executor != "shell" {
-                        let log = self.store.log_path(self.run_id, &step.id, slots[i].attempt);
-                        let _ = std::fs::remove_file(log.with_extension("outputs"));
-                    }
+                    // The raw `$PIPE_OUTPUT` file is removed by the executor
+                    // that made it (executor::OutputsFile).
                     if outcome.ending == Ending::Succeeded {
                         running -= 1;
                         release(step, &mut groups);

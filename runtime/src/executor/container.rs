@@ -43,7 +43,9 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::error(e),
     };
-    // A fresh, empty output file, writable by any user the image runs as.
+    // A fresh, empty output file, writable by any user the image runs as,
+    // removed when the attempt ends.
+    let _outputs_file = super::OutputsFile::new(&job.output_path);
     if let Err(e) = std::fs::write(&job.output_path, b"").and_then(|()| {
         std::fs::set_permissions(&job.output_path, std::fs::Permissions::from_mode(0o666))
     }) {

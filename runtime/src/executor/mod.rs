@@ -113,6 +113,31 @@ impl Outcome {
     }
 }
 
+/// Removes an attempt's `$PIPE_OUTPUT` file when the attempt ends: the raw
+/// file may hold secrets in clear (its outputs are stored masked). Each
+/// executor that makes or hands out the file holds one; [`OutputsFile::absent`]
+/// spares the `unlink` when the step is known to have written none.
+pub(crate) struct OutputsFile(Option<PathBuf>);
+
+impl OutputsFile {
+    pub(crate) fn new(path: &std::path::Path) -> OutputsFile {
+        OutputsFile(Some(path.to_path_buf()))
+    }
+
+    /// The file does not exist: nothing to remove.
+    pub(crate) fn absent(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OutputsFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// A log line a step printed.
 #[derive(Clone, Debug)]
 pub struct LogLine {

@@ -73,8 +73,8 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::error(format!("cannot start `{shell}`: {e}")),
     };
-    // The raw file may hold secrets in clear: it goes whatever the ending.
-    let mut outputs_file = RemoveOnDrop(Some(job.output_path.clone()));
+    // It goes whatever the ending.
+    let mut outputs_file = super::OutputsFile::new(&job.output_path);
     let pgid = child.id().map(|p| p as i32);
     // One task reads both streams: a task per stream cost a spawn per step.
     let (out, err) = child.streams();
@@ -182,7 +182,7 @@ async fn run(job: Job, mut io: Io) -> Outcome {
         Err(e) => {
             if e.kind() == std::io::ErrorKind::NotFound {
                 // The step wrote no outputs: nothing to remove.
-                outputs_file.0 = None;
+                outputs_file.absent();
             }
             String::new()
         }
@@ -202,19 +202,6 @@ async fn run(job: Job, mut io: Io) -> Outcome {
             error: Some(format!("$PIPE_OUTPUT: {e}")),
             class: None,
         },
-    }
-}
-
-/// Removes the attempt's `$PIPE_OUTPUT` file when the attempt ends, unless
-/// it is known not to exist (cleared). The scheduler leaves shell attempts'
-/// files to this.
-struct RemoveOnDrop(Option<std::path::PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
     }
 }
 
@@ -276,48 +263,54 @@ fn start(
     command: &str,
     job: &Job,
 ) -> std::io::Result<Proc> {
-    use std::ffi::OsStr;
-    let null = dev_null_file();
-    if let (Some(program), Some(null), true) = (resolved, null, spawn::available()) {
-        let mut env: Vec<(&OsStr, &OsStr)> =
-            Vec::with_capacity(parent_env().len() + job.env.len() + 2);
-        env.extend(
-            parent_env()
-                .iter()
-                .map(|(k, v)| (k.as_os_str(), v.as_os_str())),
-        );
-        env.extend(job.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
-        env.push((OsStr::new("PIPE_OUTPUT"), job.output_path.as_os_str()));
-        env.push((OsStr::new(process_tree::TOKEN_VAR), OsStr::new(&job.token)));
-        let spec = spawn::Spec {
-            program: program.as_os_str(),
-            args: &[OsStr::new("-c"), OsStr::new(command)],
-            env: &env,
-            cwd: &job.cwd,
-        };
-        match spawn::spawn(&spec, std::os::fd::AsFd::as_fd(null)) {
-            Ok(Some(c)) => return Ok(Proc::Short(c)),
-            Ok(None) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                program::forget(shell, path_var);
-                return shell_command(shell.as_ref(), command, job)
-                    .spawn()
-                    .map(Proc::Tokio);
-            }
-            Err(e) => return Err(e),
-        }
-    }
     let program = resolved.map_or(shell.as_ref(), |p| p.as_os_str());
-    match shell_command(program, command, job).spawn() {
-        // The cached path went away: look the name up as before.
+    let first = match (resolved, dev_null_file()) {
+        (Some(path), Some(null)) => short(path, null, command, job).transpose(),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        shell_command(program, command, job)
+            .spawn()
+            .map(Proc::Tokio)
+    });
+    match first {
         Err(e) if resolved.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
             program::forget(shell, path_var);
             shell_command(shell.as_ref(), command, job)
                 .spawn()
                 .map(Proc::Tokio)
         }
-        r => r.map(Proc::Tokio),
+        r => r,
     }
+}
+
+/// The short spawn of `program -c command` (`None`: not available here).
+fn short(
+    program: &std::path::Path,
+    null: &std::fs::File,
+    command: &str,
+    job: &Job,
+) -> std::io::Result<Option<Proc>> {
+    use std::ffi::OsStr;
+    if !spawn::available() {
+        return Ok(None);
+    }
+    let mut env: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(parent_env().len() + job.env.len() + 2);
+    env.extend(
+        parent_env()
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+    );
+    env.extend(job.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))));
+    env.push((OsStr::new("PIPE_OUTPUT"), job.output_path.as_os_str()));
+    env.push((OsStr::new(process_tree::TOKEN_VAR), OsStr::new(&job.token)));
+    let spec = spawn::Spec {
+        program: program.as_os_str(),
+        args: &[OsStr::new("-c"), OsStr::new(command)],
+        env: &env,
+        cwd: &job.cwd,
+    };
+    Ok(spawn::spawn(&spec, std::os::fd::AsFd::as_fd(null))?.map(Proc::Short))
 }
 
 /// `shell -c command` with the step's environment, in a process group of its own.
