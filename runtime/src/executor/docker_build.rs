@@ -2,7 +2,9 @@
 //! `.dockerignore`), posts it to the Engine with the Dockerfile, target, build
 //! args, labels and `no_cache`, streams the build output into the step log and
 //! tags the image; a failure names the failing Dockerfile instruction and its
-//! line. Outputs `image_id`, `size` (bytes) and `tags`. Import: makes a base
+//! line. A build that fails because a cached image was deleted under it (a
+//! concurrent `docker rmi` or prune) is built again. Outputs `image_id`,
+//! `size` (bytes) and `tags`. Import: makes a base
 //! image from a root filesystem (a directory or a tarball) — how images are
 //! made where nothing can be pulled. See docs/docker.md.
 
@@ -113,17 +115,126 @@ async fn build(job: Job, mut io: Io) -> Outcome {
         ..Default::default()
     };
     let long = docker::long(&docker);
-    let mut stream = long.build_image(
-        opts,
-        None,
-        Some(bollard::body_full(bytes::Bytes::from(tar))),
-    );
+    let body = bytes::Bytes::from(tar);
+    let deadline = job.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut attempt = 1;
+    let image_id = loop {
+        let (ending, last_step) = stream_build(
+            &long,
+            opts.clone(),
+            body.clone(),
+            &sink,
+            deadline,
+            &mut io.stop,
+        )
+        .await;
+        sink.flush();
+        let at = at_step(last_step.as_deref(), &df_text, &dockerfile);
+        match ending {
+            Streamed::Built(id) => break id,
+            Streamed::Failed(m) if attempt < BUILD_ATTEMPTS && vanished_layer(&m) => {
+                sink.line(
+                    true,
+                    &format!(
+                        "{}: an image the build cache chose was removed while the build \
+                         used it (a `docker rmi` or prune running beside this build); \
+                         building again (attempt {} of {BUILD_ATTEMPTS})",
+                        m.trim(),
+                        attempt + 1
+                    ),
+                );
+                attempt += 1;
+            }
+            Streamed::Failed(m) => {
+                sink.line(true, m.trim_end());
+                return docker::outcome(
+                    Ending::Failed,
+                    None,
+                    IndexMap::new(),
+                    Some(format!("the build failed{at}: {}", m.trim())),
+                );
+            }
+            Streamed::TimedOut => {
+                return docker::outcome(
+                    Ending::TimedOut,
+                    None,
+                    IndexMap::new(),
+                    Some(format!("the build timed out{at}")),
+                )
+            }
+            Streamed::Cancelled => {
+                return docker::outcome(
+                    Ending::Cancelled,
+                    None,
+                    IndexMap::new(),
+                    Some("cancelled during the build".into()),
+                )
+            }
+        }
+    };
+    let Some(first) = refs.first().cloned().or(image_id) else {
+        return Outcome::error("the build finished without an image id");
+    };
+    for r in refs.iter().skip(1) {
+        let (repo, tag) = docker::split_reference(r);
+        if let Err(e) = docker
+            .tag_image(
+                &first,
+                Some(TagImageOptions {
+                    repo: Some(repo),
+                    tag: Some(tag),
+                }),
+            )
+            .await
+        {
+            return Outcome::error(format!("cannot tag {r}: {}", describe(&e)));
+        }
+    }
+    let img = match docker.inspect_image(&first).await {
+        Ok(i) => i,
+        Err(e) => {
+            return Outcome::error(format!("cannot inspect the built image: {}", describe(&e)))
+        }
+    };
+    let id = img.id.unwrap_or_default();
+    sink.line(false, &format!("built {id} as {}", refs.join(", ")));
+    let mut outputs = IndexMap::new();
+    outputs.insert("image_id".to_string(), id);
+    outputs.insert("size".to_string(), img.size.unwrap_or(0).to_string());
+    outputs.insert("tags".to_string(), refs.join(" "));
+    docker::outcome(Ending::Succeeded, Some(0), outputs, None)
+}
+
+/// How many times a build runs when an image its cache chose vanishes under
+/// it. Each further attempt looks the cache up afresh, so it cannot pick the
+/// removed image again.
+const BUILD_ATTEMPTS: u32 = 3;
+
+/// How one build request ended.
+enum Streamed {
+    Built(Option<String>),
+    Failed(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Posts one build and streams its output into the log. Returns how it
+/// ended and the builder's last `Step N/M : ...` line.
+async fn stream_build(
+    docker: &bollard::Docker,
+    opts: BuildImageOptions,
+    body: bytes::Bytes,
+    sink: &LogSink,
+    deadline: Option<tokio::time::Instant>,
+    stop: &mut tokio::sync::watch::Receiver<Stop>,
+) -> (Streamed, Option<String>) {
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(body)));
     let mut image_id = None;
     let mut last_step: Option<String> = None;
     let mut failure: Option<String> = None;
     let timeout = async {
-        match job.timeout {
-            Some(t) => tokio::time::sleep(t).await,
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
             None => std::future::pending().await,
         }
     };
@@ -156,63 +267,36 @@ async fn build(job: Job, mut io: Io) -> Outcome {
                     break;
                 }
             },
-            () = &mut timeout => {
-                sink.flush();
-                return docker::outcome(Ending::TimedOut, None, IndexMap::new(), Some(format!("the build timed out{}", at_step(last_step.as_deref(), &df_text, &dockerfile))));
-            }
-            r = io.stop.changed() => {
-                if r.is_ok() && *io.stop.borrow() != Stop::Run {
-                    sink.flush();
-                    return docker::outcome(Ending::Cancelled, None, IndexMap::new(), Some("cancelled during the build".into()));
+            () = &mut timeout => return (Streamed::TimedOut, last_step),
+            r = stop.changed() => {
+                if r.is_ok() && *stop.borrow() != Stop::Run {
+                    return (Streamed::Cancelled, last_step);
                 }
             }
         }
     }
-    sink.flush();
-    if let Some(m) = failure {
-        sink.line(true, m.trim_end());
-        return docker::outcome(
-            Ending::Failed,
-            None,
-            IndexMap::new(),
-            Some(format!(
-                "the build failed{}: {}",
-                at_step(last_step.as_deref(), &df_text, &dockerfile),
-                m.trim()
-            )),
-        );
-    }
-    let Some(first) = refs.first().cloned().or(image_id) else {
-        return Outcome::error("the build finished without an image id");
+    let ending = match failure {
+        Some(m) => Streamed::Failed(m),
+        None => Streamed::Built(image_id),
     };
-    for r in refs.iter().skip(1) {
-        let (repo, tag) = docker::split_reference(r);
-        if let Err(e) = docker
-            .tag_image(
-                &first,
-                Some(TagImageOptions {
-                    repo: Some(repo),
-                    tag: Some(tag),
-                }),
-            )
-            .await
-        {
-            return Outcome::error(format!("cannot tag {r}: {}", describe(&e)));
-        }
-    }
-    let img = match docker.inspect_image(&first).await {
-        Ok(i) => i,
-        Err(e) => {
-            return Outcome::error(format!("cannot inspect the built image: {}", describe(&e)))
-        }
-    };
-    let id = img.id.unwrap_or_default();
-    sink.line(false, &format!("built {id} as {}", refs.join(", ")));
-    let mut outputs = IndexMap::new();
-    outputs.insert("image_id".to_string(), id);
-    outputs.insert("size".to_string(), img.size.unwrap_or(0).to_string());
-    outputs.insert("tags".to_string(), refs.join(" "));
-    docker::outcome(Ending::Succeeded, Some(0), outputs, None)
+    (ending, last_step)
+}
+
+/// Whether a build failed because an image it was using vanished: the
+/// classic builder picks a cached image and then reads it, and a concurrent
+/// `docker rmi` of another image whose untagged parents included it can
+/// delete it in between. The Engine words this several ways; every one
+/// names the image by its digest.
+fn vanished_layer(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("sha256:")
+        && [
+            "unable to find image",
+            "failed to get digest",
+            "no such image",
+        ]
+        .iter()
+        .any(|p| m.contains(p))
 }
 
 fn relative_inside(file: &Path, dir: &Path) -> Option<String> {
@@ -311,6 +395,28 @@ mod tests {
             at_step(Some("Step 4/4 : RUN false"), df, "Dockerfile"),
             " at Dockerfile step 4/4 `RUN false` (Dockerfile line 7)"
         );
+    }
+
+    #[test]
+    fn a_cached_image_removed_mid_build_is_told_from_a_real_failure() {
+        // The three wordings the Engine (28.x) gave when a concurrent
+        // `docker rmi` removed an image the build cache had chosen.
+        for m in [
+            "Docker stream error: unable to find image \"sha256:8c2162c3d04cc607\"",
+            "failed to get digest sha256:98bf4793: open /var/lib/docker/image/overlay2/\
+             imagedb/content/sha256/98bf4793: no such file or directory",
+            "No such image: sha256:5a6ff0968956",
+        ] {
+            assert!(vanished_layer(m), "{m}");
+        }
+        for m in [
+            "The command '/bin/sh -c false' returned a non-zero code: 1",
+            "pull access denied for nosuch, repository does not exist",
+            "No such image: app:v1",
+            "COPY failed: file not found in build context: sha256sums",
+        ] {
+            assert!(!vanished_layer(m), "{m}");
+        }
     }
 
     #[test]
