@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
@@ -452,6 +453,114 @@ fn failing_build_names_the_dockerfile_step() {
         "{all}"
     );
     assert!(p.logs("build.app").contains("about to fail"));
+}
+
+/// Builds the image of `dir/Dockerfile` as `tag` through the Engine, then
+/// removes the tag (and with it the untagged parents no other image holds).
+fn build_and_remove(d: &Docker, rt: &tokio::runtime::Runtime, dir: &Path, tag: &str) {
+    use futures_util::StreamExt;
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "."])
+        .output()
+        .expect("tar")
+        .stdout;
+    let opts = bollard::query_parameters::BuildImageOptions {
+        dockerfile: "Dockerfile".into(),
+        t: Some(tag.into()),
+        rm: true,
+        ..Default::default()
+    };
+    rt.block_on(async {
+        let mut s = d.build_image(opts, None, Some(bollard::body_full(tar.into())));
+        while s.next().await.is_some() {}
+    });
+    let _ = rt.block_on(d.remove_image(tag, None::<RemoveImageOptions>, None));
+}
+
+/// The Engine's builder takes cached layers from any image with the same
+/// instructions, and a `docker rmi` beside the build can delete one after
+/// the cache chose it (this failed the release test in CI, beside the
+/// audit-service test's cleanup). Here a thread keeps building and removing
+/// an image that shares the cached prefix, and removes each finished build,
+/// while the pipeline builds 30 times: every build must succeed. With a
+/// single attempt per build, this test failed in 3 runs out of 3; with the
+/// rebuild, 1 to 3 of the 30 builds were built again.
+#[test]
+fn a_build_survives_a_concurrent_rmi_of_its_cached_layers() {
+    const N: usize = 30;
+    let mut p = Proj::new("rmi-race");
+    let base = p.base();
+    let churn = p.image("churn:1");
+    let image = p.image("b");
+    let prefix = format!("FROM {base}\nARG V=1\nLABEL shared=1\nRUN echo a > /a\n");
+    p.write("a/Dockerfile", &format!("{prefix}LABEL side=a\n"));
+    p.write("b/Dockerfile", &format!("{prefix}LABEL side=b\nRUN true\n"));
+    // Build n, then wait (bounded) until the thread has removed its tag, so
+    // that build n+1 finds the cached prefix held by the churned image only.
+    let mut body = String::from("  stage s {\n    needs = [base]\n");
+    for n in 1..=N {
+        let needs = if n == 1 {
+            String::new()
+        } else {
+            format!("needs = [done{}]", n - 1)
+        };
+        body += &format!(
+            "    step b{n} = docker.build {{ {needs}  dockerfile = \"b/Dockerfile\"  context = \"b\"  image = \"{image}\"  tags = [\"{n}\"] }}\n    step done{n} {{\n      needs   = [b{n}]\n      timeout = 60s\n      run     = \"touch built-{n}; while [ ! -e removed-{n} ]; do sleep 0.01; done\"\n    }}\n"
+        );
+        p.images.push(format!("{image}:{n}"));
+    }
+    body += "  }\n";
+    p.pipeline(&body);
+
+    // One thread keeps building and removing the churned image; another
+    // removes each finished build's tag, independently of the first.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churner = {
+        let (stop, dir) = (stop.clone(), p.dir.path().join("a"));
+        std::thread::spawn(move || {
+            let (d, rt) = (engine(), rt());
+            let t0 = Instant::now();
+            while rt.block_on(d.inspect_image(&base)).is_err() {
+                if stop.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_mins(2) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            while !stop.load(Ordering::Relaxed) {
+                build_and_remove(&d, &rt, &dir, &churn);
+            }
+        })
+    };
+    let remover = {
+        let (stop, dir) = (stop.clone(), p.dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let (d, rt) = (engine(), rt());
+            for n in 1..=N {
+                while !dir.join(format!("built-{n}")).exists() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let tag = format!("{image}:{n}");
+                let _ = rt.block_on(d.remove_image(&tag, None::<RemoveImageOptions>, None));
+                std::fs::write(dir.join(format!("removed-{n}")), "").expect("marker");
+            }
+        })
+    };
+    let r = p.run(&["run", "p", "--output", "plain"], Duration::from_mins(5));
+    stop.store(true, Ordering::Relaxed);
+    churner.join().expect("churn thread");
+    remover.join().expect("remover thread");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let st = p.status_json();
+    for n in 1..=N {
+        assert_eq!(step(&st, &format!("s.b{n}"))["status"], "succeeded");
+    }
+    let rebuilds = r.stdout.matches("building again").count();
+    eprintln!("{N} builds beside a build-and-rmi loop: {rebuilds} built again");
 }
 
 #[test]
