@@ -102,6 +102,10 @@ async fn build(job: Job, mut io: Io) -> Outcome {
         ),
     );
     let args: HashMap<String, String> = input_map(&job.inputs, "args").into_iter().collect();
+    // What the build names itself: a digest among them is not a cache layer.
+    let named: Vec<String> = std::iter::once(df_text.clone())
+        .chain(args.values().cloned())
+        .collect();
     let labels: HashMap<String, String> = input_map(&job.inputs, "labels").into_iter().collect();
     let opts = BuildImageOptions {
         dockerfile: df_name,
@@ -132,7 +136,7 @@ async fn build(job: Job, mut io: Io) -> Outcome {
         let at = at_step(last_step.as_deref(), &df_text, &dockerfile);
         match ending {
             Streamed::Built(id) => break id,
-            Streamed::Failed(m) if attempt < BUILD_ATTEMPTS && vanished_layer(&m) => {
+            Streamed::Failed(m) if attempt < BUILD_ATTEMPTS && vanished_layer(&m, &named) => {
                 sink.line(
                     true,
                     &format!(
@@ -286,10 +290,22 @@ async fn stream_build(
 /// classic builder picks a cached image and then reads it, and a concurrent
 /// `docker rmi` of another image whose untagged parents included it can
 /// delete it in between. The Engine words this several ways; every one
-/// names the image by its digest.
-fn vanished_layer(message: &str) -> bool {
+/// names the image by its digest. A digest that the build's own inputs name
+/// (`FROM sha256:…`, a build arg) is missing for good, not vanished.
+fn vanished_layer(message: &str, inputs: &[impl AsRef<str>]) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("sha256:")
+    let Some(at) = m.find("sha256:") else {
+        return false;
+    };
+    let digest: String = m[at + 7..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let named = digest.len() >= 12
+        && inputs
+            .iter()
+            .any(|i| i.as_ref().to_ascii_lowercase().contains(&digest[..12]));
+    !named
         && [
             "unable to find image",
             "failed to get digest",
@@ -407,7 +423,7 @@ mod tests {
              imagedb/content/sha256/98bf4793: no such file or directory",
             "No such image: sha256:5a6ff0968956",
         ] {
-            assert!(vanished_layer(m), "{m}");
+            assert!(vanished_layer(m, &["FROM base\nRUN make\n"]), "{m}");
         }
         for m in [
             "The command '/bin/sh -c false' returned a non-zero code: 1",
@@ -415,8 +431,17 @@ mod tests {
             "No such image: app:v1",
             "COPY failed: file not found in build context: sha256sums",
         ] {
-            assert!(!vanished_layer(m), "{m}");
+            assert!(!vanished_layer(m, &["FROM base\nRUN make\n"]), "{m}");
         }
+        // An image the Dockerfile or a build arg names by digest is missing
+        // for good: building again cannot find it.
+        let missing = "No such image: sha256:5a6ff0968956aa";
+        assert!(vanished_layer(missing, &["FROM base\n"]));
+        assert!(!vanished_layer(missing, &["FROM sha256:5A6FF0968956AA\n"]));
+        assert!(!vanished_layer(
+            missing,
+            &["FROM ${BASE}\n", "sha256:5a6ff0968956aa"]
+        ));
     }
 
     #[test]
