@@ -102,10 +102,6 @@ async fn build(job: Job, mut io: Io) -> Outcome {
         ),
     );
     let args: HashMap<String, String> = input_map(&job.inputs, "args").into_iter().collect();
-    // What the build names itself: a digest among them is not a cache layer.
-    let named: Vec<String> = std::iter::once(df_text.clone())
-        .chain(args.values().cloned())
-        .collect();
     let labels: HashMap<String, String> = input_map(&job.inputs, "labels").into_iter().collect();
     let opts = BuildImageOptions {
         dockerfile: df_name,
@@ -136,7 +132,18 @@ async fn build(job: Job, mut io: Io) -> Outcome {
         let at = at_step(last_step.as_deref(), &df_text, &dockerfile);
         match ending {
             Streamed::Built(id) => break id,
-            Streamed::Failed(m) if attempt < BUILD_ATTEMPTS && vanished_layer(&m, &named) => {
+            // What the build names itself (Dockerfile, build args) is no cache layer.
+            Streamed::Failed(m)
+                if attempt < BUILD_ATTEMPTS
+                    && vanished_layer(
+                        &m,
+                        std::iter::once(df_text.as_str()).chain(
+                            opts.buildargs
+                                .iter()
+                                .flat_map(|a| a.values().map(String::as_str)),
+                        ),
+                    ) =>
+            {
                 sink.line(
                     true,
                     &format!(
@@ -292,7 +299,7 @@ async fn stream_build(
 /// delete it in between. The Engine words this several ways; every one
 /// names the image by its digest. A digest that the build's own inputs name
 /// (`FROM sha256:…`, a build arg) is missing for good, not vanished.
-fn vanished_layer(message: &str, inputs: &[impl AsRef<str>]) -> bool {
+fn vanished_layer<'a>(message: &str, inputs: impl IntoIterator<Item = &'a str>) -> bool {
     let m = message.to_ascii_lowercase();
     let Some(at) = m.find("sha256:") else {
         return false;
@@ -303,8 +310,8 @@ fn vanished_layer(message: &str, inputs: &[impl AsRef<str>]) -> bool {
         .collect();
     let named = digest.len() >= 12
         && inputs
-            .iter()
-            .any(|i| i.as_ref().to_ascii_lowercase().contains(&digest[..12]));
+            .into_iter()
+            .any(|i| i.to_ascii_lowercase().contains(&digest[..12]));
     !named
         && [
             "unable to find image",
@@ -423,7 +430,7 @@ mod tests {
              imagedb/content/sha256/98bf4793: no such file or directory",
             "No such image: sha256:5a6ff0968956",
         ] {
-            assert!(vanished_layer(m, &["FROM base\nRUN make\n"]), "{m}");
+            assert!(vanished_layer(m, ["FROM base\nRUN make\n"]), "{m}");
         }
         for m in [
             "The command '/bin/sh -c false' returned a non-zero code: 1",
@@ -431,16 +438,16 @@ mod tests {
             "No such image: app:v1",
             "COPY failed: file not found in build context: sha256sums",
         ] {
-            assert!(!vanished_layer(m, &["FROM base\nRUN make\n"]), "{m}");
+            assert!(!vanished_layer(m, ["FROM base\nRUN make\n"]), "{m}");
         }
         // An image the Dockerfile or a build arg names by digest is missing
         // for good: building again cannot find it.
         let missing = "No such image: sha256:5a6ff0968956aa";
-        assert!(vanished_layer(missing, &["FROM base\n"]));
-        assert!(!vanished_layer(missing, &["FROM sha256:5A6FF0968956AA\n"]));
+        assert!(vanished_layer(missing, ["FROM base\n"]));
+        assert!(!vanished_layer(missing, ["FROM sha256:5A6FF0968956AA\n"]));
         assert!(!vanished_layer(
             missing,
-            &["FROM ${BASE}\n", "sha256:5a6ff0968956aa"]
+            ["FROM ${BASE}\n", "sha256:5a6ff0968956aa"]
         ));
     }
 
